@@ -1,0 +1,84 @@
+"""`cpbook list` and `cpbook run CHAPTER -p NAME VALUE ...`: rerun a chapter with other parameters.
+
+`run` executes the chapter with papermill into runs/<chapter>.ipynb (or back into book/ with
+--in-place, which is how the stored chapters are refreshed). Parameter names are checked against
+the chapter's `parameters` cell before the kernel starts; their values are checked by the
+chapter's first cell, before anything is trained or written.
+"""
+from __future__ import annotations
+
+import argparse
+import ast
+import sys
+from pathlib import Path
+
+BOOK = Path(__file__).resolve().parents[1] / "book"
+
+
+def chapters() -> dict[str, Path]:
+    """Chapter name (file stem, also reachable by its number prefix) -> notebook path."""
+    return {p.stem: p for p in sorted(BOOK.glob("[0-9][0-9]_*.ipynb"))}
+
+
+def find_chapter(name: str) -> Path:
+    found = chapters()
+    if name in found:
+        return found[name]
+    by_prefix = [p for stem, p in found.items() if stem.split("_", 1)[0] == name.zfill(2) or stem.startswith(name)]
+    if len(by_prefix) == 1:
+        return by_prefix[0]
+    raise SystemExit(f"cpbook: no chapter '{name}'; chapters: {', '.join(found) or '(none)'}")
+
+
+def parameters_of(path: Path) -> dict:
+    """The names and default values of a chapter's `parameters` cell."""
+    import papermill as pm
+
+    return {name: info["default"] for name, info in pm.inspect_notebook(str(path)).items()}
+
+
+def parse_value(text: str):
+    """'0.5' -> 0.5, '12' -> 12, 'None' -> None, 'cpu' -> 'cpu' (as papermill's -p does)."""
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="cpbook", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("list", help="list the chapters and their parameters")
+    run = sub.add_parser("run", help="execute a chapter with other parameters")
+    run.add_argument("chapter", help="chapter name or number, e.g. 01_pretraining or 1")
+    run.add_argument("-p", "--parameter", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"))
+    run.add_argument("-o", "--output", type=Path, help="output notebook (default runs/<chapter>.ipynb)")
+    run.add_argument("--in-place", action="store_true", help="overwrite the stored chapter in book/")
+    args = parser.parse_args(argv)
+
+    if args.command == "list":
+        for stem, path in chapters().items():
+            params = ", ".join(f"{k}={v}" for k, v in parameters_of(path).items())
+            print(f"{stem}\n    {params}")
+        return 0
+
+    path = find_chapter(args.chapter)
+    known = parameters_of(path)
+    values = {name: parse_value(value) for name, value in args.parameter}
+    unknown = sorted(set(values) - set(known))
+    if unknown:
+        raise SystemExit(f"cpbook: unknown parameter(s) {', '.join(unknown)} for {path.stem}; "
+                         f"it takes: {', '.join(known)}")
+    output = path if args.in_place else (args.output or Path("runs") / path.name)
+    output.parent.mkdir(parents=True, exist_ok=True)
+
+    import papermill as pm
+
+    pm.execute_notebook(str(path), str(output), parameters=values, cwd=str(path.parent),
+                        kernel_name="python3", progress_bar=True)
+    print(f"cpbook: wrote {output}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

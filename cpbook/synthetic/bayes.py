@@ -1,0 +1,112 @@
+"""Bayes-optimal predictors for in-context linear regression, for every prefix at once.
+
+For a prompt with pairs (x_j, y_j), j = 0..K-1, the prediction at position i uses the i pairs
+before it: X = x_{0:i} (i x d), y = y_{0:i}. All functions take a batch of prompts
+xs (B, K, d), ys (B, K) and return (B, K) tensors, one entry per prefix length k = i.
+
+- Ridge (prior N(0, tau^2 I)):  w = (X^T X + lambda I)^-1 X^T y,  lambda = sigma^2 / tau^2
+- Discrete regression (uniform prior over tasks w_1..w_N):
+      w = sum_n p_n w_n,   p_n  proportional to  exp(-||y - X w_n||^2 / (2 sigma^2))
+- Mixture (alpha * D_disc + (1 - alpha) * D_cont): the posterior mean is
+      w_mix = g w_disc + (1 - g) w_ridge,
+      g = alpha p_disc(y|X) / (alpha p_disc(y|X) + (1 - alpha) p_cont(y|X))
+  with p_disc(y|X) = mean_n N(y; X w_n, sigma^2 I) and p_cont(y|X) = N(y; 0, sigma^2 I + tau^2 X X^T).
+
+Everything is computed in float64 and in log space. The k x k covariance of p_cont is never
+formed: the matrix determinant lemma and Woodbury's identity reduce it to the same d x d
+matrix A = X^T X + lambda I that ridge solves with (tests check this against the k x k form).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+
+def _exclusive_cumsum(t: torch.Tensor, dim: int = 1) -> torch.Tensor:
+    """Sums over positions strictly before each position (position 0 gets 0)."""
+    c = torch.cumsum(t, dim=dim)
+    return c - t
+
+
+@dataclass
+class BayesPredictions:
+    """Predictions (B, K) of each Bayes predictor, and the mixture weight g (B, K)."""
+
+    ridge: torch.Tensor
+    discrete: torch.Tensor
+    mixture: torch.Tensor
+    g: torch.Tensor
+    log_p_disc: torch.Tensor
+    log_p_cont: torch.Tensor
+
+
+def _ridge_parts(xs, ys, sigma, tau):
+    d = xs.shape[-1]
+    lam = sigma**2 / tau**2
+    outer = xs[..., :, None] * xs[..., None, :]                    # (B, K, d, d)
+    A = _exclusive_cumsum(outer) + lam * torch.eye(d, dtype=xs.dtype)
+    b = _exclusive_cumsum(xs * ys[..., None])                       # (B, K, d)
+    L = torch.linalg.cholesky(A)
+    w = torch.cholesky_solve(b[..., None], L)[..., 0]               # (B, K, d)
+    logdet_A = 2 * torch.log(torch.diagonal(L, dim1=-2, dim2=-1)).sum(-1)
+    return w, b, logdet_A
+
+
+def ridge_weights(xs, ys, sigma: float, tau: float) -> torch.Tensor:
+    """Ridge (Gaussian-prior posterior mean) task estimate from each prefix: (B, K, d)."""
+    return _ridge_parts(xs.double(), ys.double(), sigma, tau)[0]
+
+
+def _discrete_sq_residuals(xs, ys, tasks):
+    resid = ys[..., None] - torch.einsum("bkd,nd->bkn", xs, tasks)   # (B, K, N)
+    return _exclusive_cumsum(resid**2)                                # ||y - X w_n||^2 per prefix
+
+
+def discrete_posterior(xs, ys, tasks, sigma: float) -> torch.Tensor:
+    """Posterior over the N tasks from each prefix: (B, K, N), rows sum to 1."""
+    sq = _discrete_sq_residuals(xs.double(), ys.double(), tasks.double())
+    return torch.softmax(-sq / (2 * sigma**2), dim=-1)
+
+
+def bayes_predictions(xs, ys, tasks, sigma: float, tau: float, alpha: float) -> BayesPredictions:
+    """Ridge, discrete regression and the Bayes mixture at every prefix of every prompt."""
+    xs, ys, tasks = xs.double(), ys.double(), tasks.double()
+    n_tasks, d = tasks.shape
+    k = torch.arange(xs.shape[1], dtype=xs.dtype)                   # examples before each position
+
+    w_ridge, b, logdet_A = _ridge_parts(xs, ys, sigma, tau)
+    sq = _discrete_sq_residuals(xs, ys, tasks)
+    logits = -sq / (2 * sigma**2)
+    w_disc = torch.softmax(logits, dim=-1) @ tasks
+
+    # log p_disc(y|X) = log mean_n N(y; X w_n, sigma^2 I)
+    log_norm = -0.5 * k * math.log(2 * math.pi * sigma**2)
+    log_p_disc = torch.logsumexp(logits, dim=-1) - math.log(n_tasks) + log_norm
+    # log p_cont(y|X) = log N(y; 0, S), S = sigma^2 I_k + tau^2 X X^T, through the d x d matrix A:
+    #   log det S   = k log sigma^2 + d log(tau^2 / sigma^2) + log det A
+    #   y^T S^-1 y  = (y^T y - b^T A^-1 b) / sigma^2,  with b = X^T y and A^-1 b = w_ridge
+    yy = _exclusive_cumsum(ys**2)
+    logdet_S = k * math.log(sigma**2) + d * math.log(tau**2 / sigma**2) + logdet_A
+    quad = (yy - (b * w_ridge).sum(-1)) / sigma**2
+    log_p_cont = -0.5 * k * math.log(2 * math.pi) - 0.5 * logdet_S - 0.5 * quad
+
+    g = posterior_g(log_p_disc, log_p_cont, alpha)
+    w_mix = g[..., None] * w_disc + (1 - g[..., None]) * w_ridge
+
+    def predict(w):
+        return (xs * w).sum(-1)
+
+    return BayesPredictions(ridge=predict(w_ridge), discrete=predict(w_disc), mixture=predict(w_mix),
+                            g=g, log_p_disc=log_p_disc, log_p_cont=log_p_cont)
+
+
+def posterior_g(log_p_disc: torch.Tensor, log_p_cont: torch.Tensor, alpha: float) -> torch.Tensor:
+    """g = P(discrete | data) = sigmoid(log alpha - log(1 - alpha) + log p_disc - log p_cont)."""
+    if alpha <= 0.0:
+        return torch.zeros_like(log_p_disc)
+    if alpha >= 1.0:
+        return torch.ones_like(log_p_disc)
+    prior_logit = math.log(alpha) - math.log1p(-alpha)
+    return torch.sigmoid(prior_logit + log_p_disc - log_p_cont)

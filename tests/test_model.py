@@ -1,0 +1,43 @@
+import torch
+
+from cpbook.synthetic.model import InContextRegressor, ModelSize, interleave
+
+SIZE = ModelSize(n_layer=2, n_embd=16, n_head=2)
+
+
+def test_interleave_puts_x_then_y_tokens():
+    xs = torch.arange(12.0).reshape(1, 3, 4)
+    ys = torch.tensor([[100.0, 200.0, 300.0]])
+    seq = interleave(xs, ys)
+    assert seq.shape == (1, 6, 5)
+    assert torch.equal(seq[0, 2], torch.tensor([4.0, 5.0, 6.0, 7.0, 0.0]))
+    assert torch.equal(seq[0, 3], torch.tensor([0.0, 0.0, 0.0, 0.0, 200.0]))
+
+
+def test_one_prediction_per_pair():
+    model = InContextRegressor(d=4, n_points=7, size=SIZE)
+    out = model(torch.randn(3, 7, 4), torch.randn(3, 7))
+    assert out.shape == (3, 7)
+    assert model(torch.randn(2, 3, 4), torch.randn(2, 3)).shape == (2, 3)   # shorter prompts work too
+
+
+def test_prediction_i_never_sees_label_i_or_anything_after():
+    torch.manual_seed(0)
+    model = InContextRegressor(d=3, n_points=6, size=SIZE).eval()
+    xs, ys = torch.randn(1, 6, 3), torch.randn(1, 6)
+    base = model(xs, ys)
+    ys2 = ys.clone()
+    ys2[0, 3] += 10.0
+    changed = model(xs, ys2)
+    assert torch.allclose(base[0, :4], changed[0, :4])          # positions 0..3 cannot see y_3
+    assert not torch.allclose(base[0, 4:], changed[0, 4:])
+
+
+def test_too_long_prompt_is_a_clear_error():
+    model = InContextRegressor(d=3, n_points=4, size=SIZE)
+    try:
+        model(torch.randn(1, 5, 3), torch.randn(1, 5))
+    except ValueError as e:
+        assert "at most 4" in str(e)
+    else:
+        raise AssertionError("expected ValueError")
