@@ -76,6 +76,9 @@ def main(argv: list[str] | None = None) -> int:
 
     pm.execute_notebook(str(path), str(output), parameters=values, cwd=str(path.parent),
                         kernel_name="python3", progress_bar=True)
+    from .notebooks import clean_file
+
+    clean_file(output)
     print(f"cpbook: wrote {output}")
     return 0
 

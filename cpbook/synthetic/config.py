@@ -79,9 +79,9 @@ _SEEDS = dict(task_seed=0, data_seed=1, eval_seed=2)
 PRESETS = {
     # Runs from scratch in minutes on 2 CPU cores: a smaller world (d, N, k_max) and model,
     # chosen so that both branches of the mixture are learned within the budget.
-    "cpu": dict(d=5, n_tasks=8, alpha=0.5, sigma=1.0, tau=1.0, k_max=15,
+    "cpu": dict(d=4, n_tasks=4, alpha=0.5, sigma=0.5, tau=1.0, k_max=8,
                 n_layer=3, n_embd=64, n_head=2,
-                steps=5000, lr=3e-3, batch_size=64, warmup_steps=200,
+                steps=6000, lr=3e-3, batch_size=128, warmup_steps=200,
                 eval_prompts=2000, **_SEEDS),
     # The paper's scale (for a GPU): d=20, N=64, k up to 40, GPT-2 "standard" 12 x 256 x 8.
     # Optimizer settings follow Garg et al. 2022 (Adam, lr 1e-4, batch 64); the paper does not

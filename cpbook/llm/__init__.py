@@ -1,0 +1,1 @@
+"""Language-model chapter: prompt material, prompt transforms and evaluation helpers."""

@@ -1,0 +1,53 @@
+"""Keeping stored chapters clean: what papermill and nbclient add that changes from run to run
+(timings, machine paths, widget state) is stripped before a chapter is written back to book/."""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import nbformat
+
+KEEP_NOTEBOOK_METADATA = ("kernelspec", "language_info")
+KEEP_CELL_METADATA = ("tags",)
+MACHINE_PATH = re.compile(r"/(root|tmp|work|home|usr/local|opt)/")
+
+
+def clean(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
+    """Drop run-specific metadata; outputs, tags and execution counts stay (nbval needs them)."""
+    nb.metadata = nbformat.NotebookNode({k: v for k, v in nb.metadata.items() if k in KEEP_NOTEBOOK_METADATA})
+    nb.metadata.get("language_info", {}).pop("version", None)
+    for cell in nb.cells:
+        cell.metadata = nbformat.NotebookNode({k: v for k, v in cell.metadata.items()
+                                               if k in KEEP_CELL_METADATA and v})
+        cell.pop("id", None)
+    return nb
+
+
+def clean_file(path: Path) -> None:
+    nb = nbformat.read(str(path), as_version=4)
+    nb.nbformat_minor = 4            # no cell ids: they would change on every run
+    nbformat.write(clean(nb), str(path))
+
+
+def problems(path: Path) -> list[str]:
+    """What makes a stored chapter unfit for the book or for nbval (empty list: fine)."""
+    nb = nbformat.read(str(path), as_version=4)
+    out = []
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    if not any("parameters" in c.metadata.get("tags", []) for c in code):
+        out.append("no cell tagged 'parameters'")
+    unrun = [i for i, c in enumerate(code) if c.source.strip() and c.execution_count is None]
+    if unrun:
+        out.append(f"code cells never executed: {unrun}")
+    counts = [c.execution_count for c in code if c.execution_count is not None]
+    if counts != sorted(counts):
+        out.append("cells were executed out of order")
+    for i, c in enumerate(code):
+        for o in c.get("outputs", []):
+            if o.get("output_type") == "error":
+                out.append(f"code cell {i} stored an error")
+            if MACHINE_PATH.search(str(o)):
+                out.append(f"code cell {i} output holds a machine path")
+    if "papermill" in nb.metadata or "widgets" in nb.metadata:
+        out.append("run-specific notebook metadata (papermill/widgets) was not stripped")
+    return out
