@@ -62,3 +62,12 @@ def loss_curve(history: list[dict], baselines: dict[str, float] | None = None, t
     ax.legend(frameon=False)
     fig.tight_layout()
     return fig
+
+
+def show(fig) -> None:
+    """Display a figure exactly once and close it, whatever the notebook's matplotlib backend
+    (so stored outputs and fresh runs hold the same single figure for nbval to compare)."""
+    from IPython.display import display
+
+    display(fig)
+    plt.close(fig)

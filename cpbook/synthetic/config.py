@@ -107,3 +107,54 @@ def make_config(preset: str = "cpu", **overrides) -> SyntheticConfig:
         raise ParameterError(f"parameter 'warmup_steps' = {values['warmup_steps']} must be below "
                              f"'steps' = {values['steps']}")
     return SyntheticConfig(**values)
+
+
+@dataclass(frozen=True)
+class FinetuneConfig:
+    """Fine-tuning of the chapter-1 model (the paper: 400 steps on D_disc; lr not stated)."""
+
+    ft_steps: int
+    ft_lr: float
+    ft_batch_size: int
+    ft_replay: float        # share of D_cont prompts mixed into the fine-tuning data (0: pure D_disc)
+    ft_task_seed: int       # -1: the pretraining tasks; otherwise a fresh set of N tasks from this seed
+    ft_data_seed: int
+    monitor_every: int      # held-out errors are recorded every this many fine-tuning steps
+
+    def key(self) -> dict:
+        out = asdict(self)
+        out.pop("monitor_every")
+        return out
+
+
+FT_SPECS = {p.name: p for p in [
+    Param("ft_steps", int, "fine-tuning steps", 1, 1_000_000, optional=True),
+    Param("ft_lr", float, "fine-tuning learning rate (constant after warm-up)", 1e-7, 1.0, optional=True),
+    Param("ft_batch_size", int, "prompts per fine-tuning step", 1, 65_536, optional=True),
+    Param("ft_replay", float, "share of D_cont prompts replayed during fine-tuning", 0.0, 1.0, optional=True),
+    Param("ft_task_seed", int, "-1 for the pretraining tasks, else the seed of a new task set", -1, 2**31 - 1,
+          optional=True),
+    Param("ft_data_seed", int, "seed of the fine-tuning prompts", 0, 2**31 - 1, optional=True),
+    Param("monitor_every", int, "steps between held-out evaluations", 1, 1_000_000, optional=True),
+]}
+
+FT_PRESETS = {
+    "cpu": dict(ft_steps=400, ft_lr=1e-3, ft_batch_size=128, ft_replay=0.0, ft_task_seed=-1,
+                ft_data_seed=11, monitor_every=25),
+    "paper": dict(ft_steps=400, ft_lr=1e-4, ft_batch_size=64, ft_replay=0.0, ft_task_seed=-1,
+                  ft_data_seed=11, monitor_every=25),
+}
+
+
+def make_configs(preset: str = "cpu", **overrides) -> tuple[SyntheticConfig, FinetuneConfig]:
+    """Pretraining and fine-tuning configs from one set of chapter parameters."""
+    unknown = sorted(set(overrides) - set(SPECS) - set(FT_SPECS))
+    if unknown:
+        raise ParameterError(f"unknown parameter(s) {', '.join(map(repr, unknown))}; "
+                             f"this chapter takes: {', '.join([*SPECS, *FT_SPECS])}")
+    ft_values = {k: overrides.pop(k) for k in list(overrides) if k in FT_SPECS}
+    cfg = make_config(preset, **overrides)
+    checked = check_all(FT_SPECS, ft_values)
+    values = dict(FT_PRESETS[preset])
+    values.update({k: v for k, v in checked.items() if v is not None})
+    return cfg, FinetuneConfig(**values)

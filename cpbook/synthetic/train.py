@@ -86,12 +86,15 @@ def load_checkpoint(path: Path, model, opt) -> tuple[int, list[dict]]:
 
 
 def train(model: InContextRegressor, prior: Prior, spec: TrainSpec, run_dir: Path | None = None,
-          stop_after: int | None = None, progress: bool = True, desc: str = "training") -> list[dict]:
+          stop_after: int | None = None, progress: bool = True, desc: str = "training",
+          monitor=None, monitor_every: int = 0) -> list[dict]:
     """Train `model` in place on prompts from `prior`; returns the loss history.
 
     With `run_dir`, a checkpoint is written every `spec.checkpoint_every` steps and training
     resumes from it when called again. `stop_after` ends the call early (as an interruption
-    would), leaving the checkpoint behind; it exists for tests.
+    would), leaving the checkpoint behind; it exists for tests. `monitor(model)`, if given, is
+    called before the first step and after every `monitor_every` steps; the dict it returns is
+    recorded in the history under "monitor" (fine-tuning uses it to follow held-out errors).
     """
     opt = make_optimizer(model, spec)
     ckpt = Path(run_dir) / "checkpoint.safetensors" if run_dir else None
@@ -104,6 +107,8 @@ def train(model: InContextRegressor, prior: Prior, spec: TrainSpec, run_dir: Pat
     bar = tqdm(range(start, end), desc=desc, disable=not progress, initial=start, total=spec.steps,
                mininterval=2.0)
     running = None
+    if monitor is not None and start == 0:
+        history.append({"step": 0, "monitor": monitor(model)})
     for step in bar:
         lr = lr_at(step, spec)
         for group in opt.param_groups:
@@ -119,6 +124,9 @@ def train(model: InContextRegressor, prior: Prior, spec: TrainSpec, run_dir: Pat
         if step % 50 == 0 or step == spec.steps - 1:
             history.append({"step": step, "loss": value, "lr": lr})
             bar.set_postfix(loss=f"{running:.3f}", refresh=False)
+        if monitor is not None and (step + 1) % monitor_every == 0:
+            history.append({"step": step + 1, "monitor": monitor(model)})
+            model.train()
         if ckpt is not None and ((step + 1) % spec.checkpoint_every == 0 or step + 1 == end):
             save_checkpoint(ckpt, model, opt, step + 1, history)
     bar.close()
