@@ -75,7 +75,7 @@ def read_json(path: Path):
 
 def save_tensors(path: Path, tensors: dict, metadata: dict[str, str] | None = None) -> None:
     """safetensors file, written atomically. Tensors are made contiguous (safetensors needs that)."""
-    tensors = {k: v.detach().contiguous() for k, v in tensors.items()}
+    tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
     _atomic(path, lambda tmp: save_file(tensors, tmp, metadata=metadata))
 
 

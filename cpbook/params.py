@@ -39,6 +39,11 @@ class Param:
             if self.optional:
                 return None
             raise ParameterError(f"parameter '{self.name}' must be set: {self.allowed()} ({self.doc})")
+        if self.kind is list:            # a list of numbers, each within [low, high]
+            if not isinstance(value, (list, tuple)) or not value:
+                raise ParameterError(f"parameter '{self.name}' = {value!r} must be a non-empty list of numbers "
+                                     f"in [{self.low:g}, {self.high:g}] ({self.doc})")
+            return [Param(self.name, float, self.doc, self.low, self.high).check(v) for v in value]
         if self.kind is int:
             ok = isinstance(value, int) and not isinstance(value, bool) or (
                 isinstance(value, float) and value.is_integer())

@@ -7,7 +7,8 @@ import pytest
 
 from cpbook.cli import chapters, main, parameters_of
 from cpbook.notebooks import problems
-from cpbook.synthetic.config import SPECS
+from cpbook.synthetic.chapter import BEYOND_SPECS, CONJUGATE_SPECS, G_SPECS
+from cpbook.synthetic.config import FT_SPECS, SPECS
 
 CHAPTERS = sorted(chapters().values())
 REPO = Path(__file__).resolve().parents[1]
@@ -25,24 +26,34 @@ def test_chapter_is_clean_executed_and_parameterised(path):
     assert problems(path) == []
 
 
+EXPECTED_PARAMETERS = {
+    "01_pretraining": set(SPECS),
+    "02_forgetting": set(SPECS) | set(FT_SPECS) | set(BEYOND_SPECS),
+    "03_task_inference": set(SPECS) | set(FT_SPECS) | set(G_SPECS),
+    "04_conjugate_prompting": set(SPECS) | set(FT_SPECS) | set(CONJUGATE_SPECS),
+}
+
+
 def test_synthetic_chapters_take_exactly_the_declared_parameters():
     for path in CHAPTERS:
-        if path.stem == "01_pretraining":
-            assert set(parameters_of(path)) == set(SPECS)
+        if path.stem in EXPECTED_PARAMETERS:
+            assert set(parameters_of(path)) == EXPECTED_PARAMETERS[path.stem], path.stem
 
 
-@pytest.mark.parametrize("name, value, words", [
-    ("alpha", 1.5, ["'alpha'", "[0, 1]"]),
-    ("steps", -3, ["'steps'", "out of range"]),
-    ("preset", "laptop", ["'preset'", "'cpu', 'paper'"]),
-    ("d", 0, ["'d'", "[1, 256]"]),
+@pytest.mark.parametrize("chapter, name, value, words", [
+    ("01_pretraining", "alpha", 1.5, ["'alpha'", "[0, 1]"]),
+    ("01_pretraining", "steps", -3, ["'steps'", "out of range"]),
+    ("01_pretraining", "preset", "laptop", ["'preset'", "'cpu', 'paper'"]),
+    ("01_pretraining", "d", 0, ["'d'", "[1, 256]"]),
+    ("02_forgetting", "ft_steps", -1, ["'ft_steps'", "out of range"]),
+    ("04_conjugate_prompting", "gammas", [1.0, -2.0], ["'gammas'", "out of range"]),
 ])
-def test_bad_parameter_stops_the_first_cell_and_writes_nothing(tmp_path, monkeypatch, name, value, words):
+def test_bad_parameter_stops_the_first_cell_and_writes_nothing(tmp_path, monkeypatch, chapter, name, value, words):
     cache = tmp_path / "cache"
     monkeypatch.setenv("CPBOOK_CACHE", str(cache))
     out = tmp_path / "out.ipynb"
     with pytest.raises(pm.PapermillExecutionError) as err:
-        pm.execute_notebook(str(REPO / "book/01_pretraining.ipynb"), str(out), parameters={name: value},
+        pm.execute_notebook(str(REPO / f"book/{chapter}.ipynb"), str(out), parameters={name: value},
                             cwd=str(REPO / "book"), kernel_name="python3", progress_bar=False)
     assert err.value.ename == "ParameterError"
     for w in words:

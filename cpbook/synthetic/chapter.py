@@ -7,10 +7,11 @@ from dataclasses import asdict
 import pandas as pd
 
 from .. import plots
-from ..params import notebook_values
+from ..params import Param, check_all, notebook_values
 from .bayes import bayes_predictions
-from .config import SyntheticConfig, make_config
-from .evaluate import Z99, paired_gap
+from .config import FinetuneConfig, SyntheticConfig, make_config, make_configs
+from .evaluate import Z99, paired_gap, predict
+from .inference import effective_alpha
 from .reference import compare_with_reference, paper_scale_baselines
 from .tasks import Prior, sample_prompts
 
@@ -20,9 +21,38 @@ def config_from_notebook(namespace: dict) -> SyntheticConfig:
     return make_config(**notebook_values(namespace))
 
 
-def config_table(cfg: SyntheticConfig) -> pd.DataFrame:
-    """The resolved configuration as a one-row table (each column keeps its own type)."""
-    return pd.DataFrame([asdict(cfg)], index=["value"])
+# Chapter 2's own parameters, for the variants beyond the paper.
+BEYOND_SPECS = {p.name: p for p in [
+    Param("replay", float, "share of D_cont replayed in the replay variant", 0.0, 1.0),
+    Param("other_task_seed", int, "seed of the different task set", 0, 2**31 - 1),
+]}
+
+G_SPECS = {p.name: p for p in [
+    Param("g_prompts", int, "contexts per prior for the g estimates", 10, 100_000),
+    Param("n_queries", int, "queries per context", 2, 1024),
+]}
+CONJUGATE_SPECS = {p.name: p for p in [
+    Param("gammas", list, "label scales to sweep (1 = no transform)", 0.01, 1000.0),
+    Param("adaptive_gamma", float, "gamma used by the per-prompt rule", 0.01, 1000.0),
+]}
+
+
+def configs_from_notebook(namespace: dict, extra: dict[str, Param] | None = None
+                          ) -> tuple[SyntheticConfig, FinetuneConfig]:
+    """Pretraining and fine-tuning configs from a chapter's parameters, validated; `extra` declares
+    the chapter's own parameters (checked here too, used by the notebook as they are)."""
+    values = notebook_values(namespace)
+    extra = extra or {}
+    check_all(extra, {k: values.pop(k) for k in list(values) if k in extra})
+    return make_configs(**values)
+
+
+def config_table(*cfgs) -> pd.DataFrame:
+    """The resolved configuration(s), one parameter per row."""
+    values = {}
+    for cfg in cfgs:
+        values.update(asdict(cfg))
+    return pd.DataFrame({"value": pd.Series(values, dtype=object)})
 
 
 def mixture_loss(cfg: SyntheticConfig, tasks, n_prompts: int = 4000) -> dict[str, float]:
@@ -81,3 +111,177 @@ def gap_closed(claims: pd.DataFrame, model: str = "transformer") -> pd.Series:
 def paper_scale_reference(z: float = Z99) -> pd.DataFrame:
     out = compare_with_reference(paper_scale_baselines(), z)
     return out.round({"ours": 3, "tolerance": 3})
+
+
+def finetune_trajectory(history: list[dict], k_min: int = 1) -> pd.DataFrame:
+    """Held-out error / d (averaged over k >= k_min) at each monitored fine-tuning step."""
+    rows = []
+    for h in history:
+        for prior, per_k in h.get("monitor", {}).items():
+            rows.append(dict(step=h["step"], prior=prior, error=sum(per_k[k_min:]) / len(per_k[k_min:])))
+    return pd.DataFrame(rows)
+
+
+def trajectory_figure(trajectory: pd.DataFrame, baselines: dict[str, dict[str, float]]):
+    """Error against fine-tuning step, one panel per prior, Bayes baselines as dashed lines."""
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    priors = list(dict.fromkeys(trajectory["prior"]))
+    fig, axes = plt.subplots(1, len(priors), figsize=(5.2 * len(priors), 3.4))
+    for ax, prior in zip(axes, priors):
+        sns.lineplot(trajectory[trajectory["prior"] == prior], x="step", y="error", ax=ax, marker="o",
+                     color=plots.PALETTE["fine-tuned"], label="fine-tuned model")
+        for name, value in baselines[prior].items():
+            ax.axhline(value, color=plots.PALETTE[name], ls="--", lw=1.2, label=name)
+        ax.set_title(f"prompts from {prior}")
+        ax.set_xlabel("fine-tuning step")
+        ax.set_ylabel("mean squared error / d (k >= 1)")
+        ax.set_ylim(bottom=0)
+        ax.legend(frameon=False, fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def mean_error(errors: pd.DataFrame, k_min: int = 1) -> dict[str, dict[str, float]]:
+    """prior -> predictor -> mean error / d over k >= k_min."""
+    sel = errors[errors["k"] >= k_min]
+    table = sel.groupby(["prior", "predictor"])["error"].mean()
+    return {prior: table[prior].to_dict() for prior in table.index.get_level_values(0).unique()}
+
+
+def damage_figure(by_bin: pd.DataFrame):
+    """Mean error increase on D_cont by closeness bin, one bar group per source."""
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    fig, ax = plt.subplots(figsize=(6.4, 3.6))
+    sns.barplot(by_bin, x="bin", y="damage", hue="source", ax=ax, errorbar=None,
+                palette=[plots.PALETTE["fine-tuned"], plots.PALETTE["mixture"]])
+    for patch_group, (_, rows) in zip(ax.containers, by_bin.groupby("source", sort=False)):
+        xs = [p.get_x() + p.get_width() / 2 for p in patch_group]
+        ax.errorbar(xs, rows["damage"], yerr=[rows["damage"] - rows["low"], rows["high"] - rows["damage"]],
+                    fmt="none", ecolor="#333333", capsize=3, lw=1)
+    ax.set_xlabel("closeness to D_disc: quartile of the Bayes posterior g within each k (3 = closest)")
+    ax.set_ylabel("error increase / d on D_cont")
+    ax.legend(frameon=False, fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def stack_bins(sources: dict[str, pd.DataFrame], z: float) -> pd.DataFrame:
+    """damage_by_bin for several sources of damage, stacked with a `source` column."""
+    from .forgetting import damage_by_bin
+
+    return pd.concat([damage_by_bin(rows, z).assign(source=name) for name, rows in sources.items()],
+                     ignore_index=True)
+
+
+def variant_table(models: dict, prompts: dict, bayes: dict, errors: pd.DataFrame) -> pd.DataFrame:
+    """Per model: mean error / d on each prior (k >= 1) and its effective alpha (the prior weight
+    whose Bayes mixture best matches its predictions)."""
+    means = mean_error(errors)
+    rows = {}
+    for name, model in models.items():
+        rows[name] = {f"error on {prior}": means[prior][name] for prior in prompts}
+        rows[name]["effective alpha"] = effective_alpha([predict(model, p) for p in prompts.values()],
+                                                        [bayes[prior] for prior in prompts])
+    return pd.DataFrame(rows).T.round(3)
+
+
+def g_estimates(models: dict, prompts: dict, tasks, cfg: SyntheticConfig, n_prompts: int,
+                n_queries: int, seed: int) -> pd.DataFrame:
+    """Tidy g_theta estimates (with the Bayes g beside them) for each model on each prior."""
+    from .inference import estimate_g, g_table
+    from .tasks import Prompts
+
+    frames = []
+    for prior, p in prompts.items():
+        sub = Prompts(p.xs[:n_prompts], p.ys[:n_prompts], p.ws[:n_prompts])
+        for name, model in models.items():
+            est = estimate_g(model, sub, tasks, cfg.sigma, cfg.tau, cfg.alpha, n_queries=n_queries, seed=seed)
+            frames.append(g_table(est, prior, name))
+    return pd.concat(frames, ignore_index=True)
+
+
+def g_figure(table: pd.DataFrame):
+    """Mean g against k: each model's own g_theta (solid) and the Bayes posterior g (dashed)."""
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    priors = list(dict.fromkeys(table["prior"]))
+    fig, axes = plt.subplots(1, len(priors), figsize=(5.2 * len(priors), 3.6), sharey=True)
+    for ax, prior in zip(axes, priors):
+        sel = table[table["prior"] == prior]
+        for name in dict.fromkeys(sel["model"]):
+            sns.lineplot(sel[sel["model"] == name], x="k", y="g_model", ax=ax, errorbar=("se", 2),
+                         color=plots.PALETTE.get(name), label=f"{name}: g_theta", marker="o")
+        bayes = sel.groupby("k")["g_bayes"].mean()
+        ax.plot(bayes.index, bayes.values, ls="--", color=plots.PALETTE["mixture"], label="Bayes g (pretraining alpha)")
+        ax.set_title(f"prompts from {prior}")
+        ax.set_xlabel("in-context examples k")
+        ax.set_ylabel("weight on the discrete branch")
+        ax.set_ylim(-0.1, 1.1)
+        ax.legend(frameon=False, fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def conjugate_errors(models: dict, prompts: dict, gammas, tasks, cfg: SyntheticConfig,
+                     bayes_alpha: float) -> pd.DataFrame:
+    """Errors of each model under the label-scaling transform for each gamma, with the Bayes
+    mixture (prior weight `bayes_alpha`) under the same transform beside them."""
+    from .conjugate import conjugate_bayes, conjugate_predict
+    from .evaluate import errors_by_k
+
+    frames = []
+    for gamma in gammas:
+        for prior, p in prompts.items():
+            preds = {name: conjugate_predict(m, p, gamma) for name, m in models.items()}
+            preds["Bayes mixture"] = conjugate_bayes(p, tasks, cfg.sigma, cfg.tau, bayes_alpha, gamma)[0]
+            frames.append(errors_by_k(preds, p, prior).assign(gamma=gamma))
+    return pd.concat(frames, ignore_index=True)
+
+
+def conjugate_figure(errors: pd.DataFrame, model: str, gammas):
+    """Error against k for `model` under each gamma, one panel per prior (gamma = 1: no transform)."""
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    sel = errors[errors["predictor"] == model]
+    priors = list(dict.fromkeys(sel["prior"]))
+    fig, axes = plt.subplots(1, len(priors), figsize=(5.2 * len(priors), 3.6))
+    palette = sns.color_palette("viridis", len(gammas))
+    for ax, prior in zip(axes, priors):
+        for color, gamma in zip(palette, gammas):
+            s = sel[(sel["prior"] == prior) & (sel["gamma"] == gamma)].groupby("k")["error"].mean()
+            ax.plot(s.index, s.values, color=color, marker="o", ms=3, label=f"gamma = {gamma:g}")
+        ax.set_title(f"{model}, prompts from {prior}")
+        ax.set_xlabel("in-context examples k")
+        ax.set_ylabel("squared error / d")
+        ax.set_ylim(bottom=0)
+        ax.legend(frameon=False, fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def gamma_sweep(errors: pd.DataFrame, ks) -> pd.DataFrame:
+    """Mean error / d over `ks` for every (prior, predictor, gamma): a table for the sweep figure."""
+    sel = errors[errors["k"].isin(list(ks))]
+    return sel.groupby(["prior", "predictor", "gamma"])["error"].mean().reset_index()
+
+
+def gamma_sweep_figure(sweep: pd.DataFrame, ks_label: str):
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    fig, axes = plt.subplots(1, 2, figsize=(10.4, 3.6))
+    for ax, prior in zip(axes, ("D_cont", "D_disc")):
+        sns.lineplot(sweep[sweep["prior"] == prior], x="gamma", y="error", hue="predictor", marker="o", ax=ax,
+                     palette={k: plots.PALETTE.get(k, "#2ca02c") for k in sweep["predictor"].unique()})
+        ax.set_xscale("log", base=2)
+        ax.set_title(f"prompts from {prior}, {ks_label}")
+        ax.set_ylabel("squared error / d")
+        ax.legend(frameon=False, fontsize=8)
+    fig.tight_layout()
+    return fig

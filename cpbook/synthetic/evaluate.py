@@ -24,7 +24,9 @@ Z95 = 1.959963984540054
 def predict(model, prompts: Prompts, chunk: int = 1000) -> torch.Tensor:
     """The model's prediction at every prefix of every prompt, (B, K), in chunks to bound memory."""
     model.eval()
-    parts = [model(prompts.xs[i:i + chunk], prompts.ys[i:i + chunk]) for i in range(0, len(prompts), chunk)]
+    device = next(model.parameters(), torch.empty(0)).device
+    parts = [model(prompts.xs[i:i + chunk].to(device), prompts.ys[i:i + chunk].to(device)).cpu()
+             for i in range(0, len(prompts), chunk)]
     return torch.cat(parts).double()
 
 

@@ -33,7 +33,13 @@ class Pretrained:
 def build_model(cfg: SyntheticConfig) -> InContextRegressor:
     """A freshly initialised model for `cfg` (initialisation seeded from data_seed)."""
     torch.manual_seed(cfg.data_seed)
-    return InContextRegressor(cfg.d, cfg.n_points, ModelSize(cfg.n_layer, cfg.n_embd, cfg.n_head))
+    model = InContextRegressor(cfg.d, cfg.n_points, ModelSize(cfg.n_layer, cfg.n_embd, cfg.n_head))
+    return model.to(default_device())
+
+
+def default_device() -> torch.device:
+    """A GPU when there is one (the `paper` preset wants it), else the CPU."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
 def load_tasks(cfg: SyntheticConfig, run_dir: Path) -> torch.Tensor:

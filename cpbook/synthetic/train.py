@@ -103,6 +103,7 @@ def train(model: InContextRegressor, prior: Prior, spec: TrainSpec, run_dir: Pat
         start, history = load_checkpoint(ckpt, model, opt)
 
     end = spec.steps if stop_after is None else min(spec.steps, stop_after)
+    device = next(model.parameters()).device
     model.train()
     bar = tqdm(range(start, end), desc=desc, disable=not progress, initial=start, total=spec.steps,
                mininterval=2.0)
@@ -114,7 +115,8 @@ def train(model: InContextRegressor, prior: Prior, spec: TrainSpec, run_dir: Pat
         for group in opt.param_groups:
             group["lr"] = lr
         batch = sample_prompts(prior, spec.batch_size, model.n_points, spec.sigma, spec.data_seed, "train", step)
-        loss = ((model(batch.xs, batch.ys) - batch.ys) ** 2).mean()
+        xs, ys = batch.xs.to(device), batch.ys.to(device)   # prompts are drawn on the CPU: same data on any device
+        loss = ((model(xs, ys) - ys) ** 2).mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

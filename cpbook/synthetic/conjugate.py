@@ -1,0 +1,36 @@
+"""Conjugate prompting in the synthetic task: scale the in-context labels, unscale the answer.
+
+s_gamma(X, y) = (X, gamma * y) keeps the task (the prompt is still linear regression, with task
+gamma * w and noise gamma * sigma) but moves it away from the N fixed tasks, so a model that
+infers "this is D_disc" stops doing so. The prediction is mapped back by dividing by gamma.
+Ridge is linear in y, so for ridge the round trip is exact; discrete regression is not, which
+is the point: after scaling, the discrete posterior collapses and g falls.
+"""
+from __future__ import annotations
+
+import torch
+
+from .bayes import bayes_predictions
+from .evaluate import predict
+from .tasks import Prompts
+
+
+def scale_labels(prompts: Prompts, gamma: float) -> Prompts:
+    """The transformed prompt s_gamma: labels (and so the task vector) multiplied by gamma."""
+    if gamma <= 0:
+        raise ValueError(f"gamma must be positive, got {gamma}")
+    return Prompts(xs=prompts.xs, ys=gamma * prompts.ys, ws=gamma * prompts.ws)
+
+
+def conjugate_predict(model, prompts: Prompts, gamma: float) -> torch.Tensor:
+    """s^-1(model(s(prompt))): predict on gamma-scaled labels, divide the prediction by gamma."""
+    return predict(model, scale_labels(prompts, gamma)) / gamma
+
+
+def conjugate_bayes(prompts: Prompts, tasks, sigma: float, tau: float, alpha: float, gamma: float):
+    """The Bayes mixture (prior weight alpha) run on the transformed prompt and mapped back:
+    what the hypothesis predicts for a model that is exactly that mixture. Returns
+    (prediction, g), each (B, K)."""
+    scaled = scale_labels(prompts, gamma)
+    b = bayes_predictions(scaled.xs, scaled.ys, tasks, sigma, tau, alpha)
+    return b.mixture / gamma, b.g

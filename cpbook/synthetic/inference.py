@@ -1,0 +1,118 @@
+"""Implicit task inference: read the model's own g off its predictions.
+
+The hypothesis (paper, Eq. 7) is that for a context (X, y) the model predicts
+    f(x) = g * x.w_disc + (1 - g) * x.w_ridge
+for every query x, with one weight g per context. Both branches are linear in the query, so
+asking the same context many queries x_1..x_Q and regressing the model's answer on the line
+between the two branches gives g by least squares:
+    g_theta = sum_q (f_q - r_q)(d_q - r_q) / sum_q (d_q - r_q)^2
+with r_q, d_q the ridge and discrete-regression predictions. The share of the model's deviation
+from ridge that this one number explains (R^2) says how well Eq. 7 describes the model.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import torch
+
+from .bayes import bayes_predictions, discrete_posterior, ridge_weights
+from .tasks import Prompts, generator
+
+
+@dataclass
+class GEstimate:
+    g_model: np.ndarray    # (B, K): the model's g for each context (prompt b, first k pairs)
+    g_bayes: np.ndarray    # (B, K): the Bayes posterior g under the prior weight used
+    llr: np.ndarray        # (B, K): log p_disc - log p_cont, so g_bayes = sigmoid(logit(alpha) + llr)
+    r2: np.ndarray         # (B, K): share of (f - r) explained by g (d - r) across the queries
+
+
+@torch.no_grad()
+def estimate_g(model, prompts: Prompts, tasks, sigma: float, tau: float, alpha: float,
+               n_queries: int = 16, seed: int = 0) -> GEstimate:
+    """g_theta for every prompt and every k >= 1 (k = 0 has no context: g is the prior there)."""
+    B, K, d = prompts.xs.shape
+    queries = torch.randn(B, n_queries, d, generator=generator(seed, "queries"))
+    g_model = np.full((B, K), np.nan)
+    r2 = np.full((B, K), np.nan)
+    bayes = bayes_predictions(prompts.xs, prompts.ys, tasks, sigma, tau, alpha)
+    for k in range(1, K):
+        # Q copies of each context (first k pairs) followed by one query each
+        ctx_x = prompts.xs[:, None, :k].expand(B, n_queries, k, d)
+        ctx_y = prompts.ys[:, None, :k].expand(B, n_queries, k)
+        xs = torch.cat([ctx_x, queries[:, :, None]], dim=2).reshape(B * n_queries, k + 1, d)
+        ys = torch.cat([ctx_y, torch.zeros(B, n_queries, 1)], dim=2).reshape(B * n_queries, k + 1)
+        device = next(model.parameters(), torch.empty(0)).device
+        f = model(xs.to(device), ys.to(device))[:, k].cpu().double().reshape(B, n_queries)
+        # the two branches at the same queries, from the same context
+        w_r, w_d = _branch_weights(prompts, tasks, sigma, tau, k)
+        r = torch.einsum("bqd,bd->bq", queries.double(), w_r)
+        dd = torch.einsum("bqd,bd->bq", queries.double(), w_d)
+        u, v = f - r, dd - r
+        g = (u * v).sum(1) / (v * v).sum(1)
+        resid = u - g[:, None] * v
+        g_model[:, k] = g.numpy()
+        r2[:, k] = (1 - (resid**2).sum(1) / (u * u).sum(1)).numpy()
+    llr = (bayes.log_p_disc - bayes.log_p_cont).numpy()
+    return GEstimate(g_model=g_model, g_bayes=bayes.g.numpy(), llr=llr, r2=r2)
+
+
+def _branch_weights(prompts: Prompts, tasks, sigma, tau, k):
+    """Ridge and discrete-regression task estimates from the first k pairs: (B, d) each."""
+    xs, ys = prompts.xs[:, :k + 1].double(), prompts.ys[:, :k + 1].double()
+    w_r = ridge_weights(xs, ys, sigma, tau)[:, k]
+    w_d = discrete_posterior(xs, ys, tasks, sigma)[:, k] @ tasks.double()
+    return w_r, w_d
+
+
+def fit_alpha(g_model: np.ndarray, llr: np.ndarray, grid=np.linspace(-12, 12, 2401)) -> float:
+    """The prior weight alpha whose Bayes g = sigmoid(logit(alpha) + llr) best matches the model's
+    g in least squares (a grid search over logit(alpha); contexts with NaN are skipped)."""
+    ok = np.isfinite(g_model) & np.isfinite(llr)
+    g, l = g_model[ok], llr[ok]
+    losses = [np.mean((g - 1 / (1 + np.exp(-(a + l)))) ** 2) for a in grid]
+    a = grid[int(np.argmin(losses))]
+    return float(1 / (1 + np.exp(-a)))
+
+
+def bootstrap_alpha(g_model: np.ndarray, llr: np.ndarray, n_boot: int = 200, seed: int = 0,
+                    level: float = 0.99) -> tuple[float, float, float]:
+    """fit_alpha with a percentile bootstrap interval over prompts (rows)."""
+    rng = np.random.default_rng(seed)
+    grid = np.linspace(-12, 12, 481)
+    est = fit_alpha(g_model, llr)
+    boots = [fit_alpha(g_model[idx], llr[idx], grid)
+             for idx in (rng.integers(0, len(g_model), len(g_model)) for _ in range(n_boot))]
+    lo, hi = np.quantile(boots, [(1 - level) / 2, (1 + level) / 2])
+    return est, float(lo), float(hi)
+
+
+def g_table(est: GEstimate, prior: str, model: str) -> pd.DataFrame:
+    """Tidy rows (prior, model, prompt, k, g_model, g_bayes, r2) for k >= 1."""
+    B, K = est.g_model.shape
+    df = pd.DataFrame({"prior": prior, "model": model, "prompt": np.repeat(np.arange(B), K),
+                       "k": np.tile(np.arange(K), B), "g_model": est.g_model.reshape(-1),
+                       "g_bayes": est.g_bayes.reshape(-1), "llr": est.llr.reshape(-1), "r2": est.r2.reshape(-1)})
+    return df[df["k"] >= 1].reset_index(drop=True)
+
+
+def mixture_at(bayes, alpha: float) -> torch.Tensor:
+    """The Bayes mixture prediction for another prior weight alpha, from one BayesPredictions
+    (g depends on alpha only through the prior odds: g = sigmoid(logit(alpha) + llr))."""
+    logit = np.log(alpha) - np.log1p(-alpha)
+    g = torch.sigmoid(logit + bayes.log_p_disc - bayes.log_p_cont)
+    return g * bayes.discrete + (1 - g) * bayes.ridge
+
+
+def effective_alpha(predictions: list[torch.Tensor], bayes: list, k_min: int = 1,
+                    grid=np.linspace(-8, 8, 321)) -> float:
+    """The prior weight alpha whose Bayes mixture is closest (least squares over prompts and
+    k >= k_min) to a model's predictions: the model's implicit alpha, read off its outputs."""
+    losses = []
+    for a in grid:
+        alpha = 1 / (1 + np.exp(-a))
+        losses.append(sum(float(((m[:, k_min:] - mixture_at(b, alpha)[:, k_min:]) ** 2).mean())
+                          for m, b in zip(predictions, bayes)))
+    return float(1 / (1 + np.exp(-grid[int(np.argmin(losses))])))

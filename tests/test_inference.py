@@ -1,0 +1,91 @@
+"""g estimation, effective alpha, conjugate prompting and locality binning, checked on a "model"
+that is exactly the Bayes mixture, so the right answers are known."""
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from cpbook.synthetic.bayes import bayes_predictions
+from cpbook.synthetic.conjugate import conjugate_bayes, conjugate_predict, scale_labels
+from cpbook.synthetic.evaluate import errors_by_k
+from cpbook.synthetic.forgetting import closest_minus_farthest, locality_rows
+from cpbook.synthetic.inference import effective_alpha, estimate_g, fit_alpha, mixture_at
+from cpbook.synthetic.tasks import Prior, discrete_tasks, sample_prompts
+
+D, N, SIGMA, TAU = 3, 4, 0.5, 1.0
+TASKS = discrete_tasks(N, D, TAU, 0)
+
+
+class BayesMixtureModel(torch.nn.Module):
+    """Predicts exactly what the Bayes mixture with prior weight `alpha` predicts."""
+
+    def __init__(self, alpha):
+        super().__init__()
+        self.alpha = alpha
+
+    def forward(self, xs, ys):
+        return bayes_predictions(xs, ys, TASKS, SIGMA, TAU, self.alpha).mixture.float()
+
+
+def prompts(alpha, n=200, seed=0):
+    return sample_prompts(Prior(TASKS, TAU, alpha), n, 6, SIGMA, seed, "inference")
+
+
+@pytest.mark.parametrize("alpha", [0.2, 0.5, 0.9])
+def test_estimate_g_recovers_the_mixture_weight_of_a_bayes_model(alpha):
+    p = prompts(0.5)
+    est = estimate_g(BayesMixtureModel(alpha), p, TASKS, SIGMA, TAU, alpha, n_queries=8)
+    ok = np.isfinite(est.g_model)
+    assert np.allclose(est.g_model[ok], est.g_bayes[ok], atol=1e-3)
+    mixed = ok & (est.g_bayes > 0.05) & (est.g_bayes < 0.95)   # where both branches matter (else r2 is 0/0)
+    assert est.r2[mixed].min() > 0.999                # Eq. 7 describes such a model exactly
+    assert abs(fit_alpha(est.g_model, est.llr) - alpha) < 0.01
+
+
+def test_effective_alpha_reads_the_prior_weight_off_predictions():
+    p = prompts(0.5, n=300)
+    bayes = bayes_predictions(p.xs, p.ys, TASKS, SIGMA, TAU, 0.5)
+    for alpha in (0.1, 0.5, 0.95):
+        pred = BayesMixtureModel(alpha)(p.xs, p.ys).double()
+        assert abs(effective_alpha([pred], [bayes]) - alpha) < 0.02
+    assert torch.allclose(mixture_at(bayes, 0.5), bayes.mixture)
+
+
+def test_label_scaling_round_trip_is_exact_for_ridge_and_collapses_the_discrete_posterior():
+    p = prompts(1.0)
+    scaled = scale_labels(p, 2.0)
+    assert torch.equal(scaled.xs, p.xs) and torch.allclose(scaled.ys, 2 * p.ys)
+    before = bayes_predictions(p.xs, p.ys, TASKS, SIGMA, TAU, 0.5)
+    after = bayes_predictions(scaled.xs, scaled.ys, TASKS, SIGMA, TAU, 0.5)
+    assert torch.allclose(after.ridge / 2.0, before.ridge)       # ridge is linear in y
+    _, g_conj = conjugate_bayes(p, TASKS, SIGMA, TAU, 0.5, 2.0)
+    assert g_conj[:, 4:].mean() < 0.25 and before.g[:, 4:].mean() > 0.75   # they no longer look discrete
+    with pytest.raises(ValueError, match="gamma"):
+        scale_labels(p, 0.0)
+
+
+def test_conjugate_predict_divides_by_gamma():
+    p = prompts(0.5, n=20)
+
+    class Echo(torch.nn.Module):             # predicts the previous label: scales with y
+        def forward(self, xs, ys):
+            return torch.cat([torch.zeros_like(ys[:, :1]), ys[:, :-1]], 1)
+
+    assert torch.allclose(conjugate_predict(Echo(), p, 3.0), conjugate_predict(Echo(), p, 1.0).double(), atol=1e-6)
+
+
+def test_locality_bins_are_quartiles_within_each_k_and_the_bootstrap_sees_a_real_effect():
+    rng = np.random.default_rng(0)
+    B, K = 400, 5
+    g = rng.uniform(size=(B, K))
+    before = pd.DataFrame({"prior": "D_cont", "predictor": "before", "prompt": np.repeat(np.arange(B), K),
+                           "k": np.tile(np.arange(K), B), "error": 1.0})
+    after = before.assign(predictor="after", error=1.0 + g.reshape(-1) + rng.normal(0, 0.1, B * K))
+    rows = locality_rows(pd.concat([before, after]), g, "before", "after")
+    assert set(rows["k"]) == {1, 2, 3, 4}
+    assert (rows.groupby(["k", "bin"]).size() == B // 4).all()
+    effect = closest_minus_farthest(rows, n_boot=200)
+    assert effect.low > 0.6                          # true difference of quartile means: 0.75
+    flat = rows.assign(damage=rng.normal(0, 0.1, len(rows)))
+    null = closest_minus_farthest(flat, n_boot=200)
+    assert null.low < 0 < null.high
