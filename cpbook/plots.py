@@ -17,6 +17,16 @@ PALETTE = {
 DASHES = {"ridge": (4, 2), "discrete": (4, 2), "mixture": (1, 1)}
 
 
+def _label(ax, title: str, xlabel: str, ylabel: str, bottom: float | None = 0.0) -> None:
+    """Title, axis labels, a floor for the y axis, and a quiet legend: the same on every panel."""
+    ax.set_title(title)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    if bottom is not None:
+        ax.set_ylim(bottom=bottom)
+    ax.legend(frameon=False, fontsize=8)
+
+
 def set_style() -> None:
     sns.set_theme(context="notebook", style="whitegrid", font_scale=0.95)
     plt.rcParams.update({"figure.dpi": 100, "savefig.bbox": "tight", "axes.titleweight": "bold"})
@@ -60,6 +70,80 @@ def loss_curve(history: list[dict], baselines: dict[str, float] | None = None, t
     ax.set_title(title)
     ax.set_ylabel("mean squared error per prompt position")
     ax.legend(frameon=False)
+    fig.tight_layout()
+    return fig
+
+
+def trajectory_figure(trajectory: pd.DataFrame, baselines: dict[str, dict[str, float]]):
+    """Error against fine-tuning step, one panel per prior, Bayes baselines as dashed lines."""
+    priors = list(dict.fromkeys(trajectory["prior"]))
+    fig, axes = plt.subplots(1, len(priors), figsize=(5.2 * len(priors), 3.4))
+    for ax, prior in zip(axes, priors):
+        sns.lineplot(trajectory[trajectory["prior"] == prior], x="step", y="error", ax=ax, marker="o",
+                     color=PALETTE["fine-tuned"], label="fine-tuned model")
+        for name, value in baselines[prior].items():
+            ax.axhline(value, color=PALETTE[name], ls="--", lw=1.2, label=name)
+        _label(ax, f"prompts from {prior}", "fine-tuning step", "mean squared error / d (k >= 1)")
+    fig.tight_layout()
+    return fig
+
+
+def damage_figure(by_bin: pd.DataFrame):
+    """Mean error increase on D_cont by closeness bin, one bar group per source."""
+    fig, ax = plt.subplots(figsize=(6.4, 3.6))
+    sns.barplot(by_bin, x="bin", y="damage", hue="source", ax=ax, errorbar=None,
+                palette=[PALETTE["fine-tuned"], PALETTE["mixture"]])
+    for patch_group, (_, rows) in zip(ax.containers, by_bin.groupby("source", sort=False)):
+        xs = [p.get_x() + p.get_width() / 2 for p in patch_group]
+        ax.errorbar(xs, rows["damage"], yerr=[rows["damage"] - rows["low"], rows["high"] - rows["damage"]],
+                    fmt="none", ecolor="#333333", capsize=3, lw=1)
+    ax.set_xlabel("closeness to D_disc: quartile of the Bayes posterior g within each k (3 = closest)")
+    ax.set_ylabel("error increase / d on D_cont")
+    ax.legend(frameon=False, fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def g_figure(table: pd.DataFrame):
+    """Mean g against k: each model's own g_theta (solid) and the Bayes posterior g (dashed)."""
+    priors = list(dict.fromkeys(table["prior"]))
+    fig, axes = plt.subplots(1, len(priors), figsize=(5.2 * len(priors), 3.6), sharey=True)
+    for ax, prior in zip(axes, priors):
+        sel = table[table["prior"] == prior]
+        for name in dict.fromkeys(sel["model"]):
+            sns.lineplot(sel[sel["model"] == name], x="k", y="g_model", ax=ax, errorbar=("se", 2),
+                         color=PALETTE.get(name), label=f"{name}: g_theta", marker="o")
+        bayes = sel.groupby("k")["g_bayes"].mean()
+        ax.plot(bayes.index, bayes.values, ls="--", color=PALETTE["mixture"], label="Bayes g (pretraining alpha)")
+        _label(ax, f"prompts from {prior}", "in-context examples k", "weight on the discrete branch", bottom=None)
+        ax.set_ylim(-0.1, 1.1)
+    fig.tight_layout()
+    return fig
+
+
+def conjugate_figure(errors: pd.DataFrame, model: str, gammas):
+    """Error against k for `model` under each gamma, one panel per prior (gamma = 1: no transform)."""
+    sel = errors[errors["predictor"] == model]
+    priors = list(dict.fromkeys(sel["prior"]))
+    fig, axes = plt.subplots(1, len(priors), figsize=(5.2 * len(priors), 3.6))
+    palette = sns.color_palette("viridis", len(gammas))
+    for ax, prior in zip(axes, priors):
+        for color, gamma in zip(palette, gammas):
+            s = sel[(sel["prior"] == prior) & (sel["gamma"] == gamma)].groupby("k")["error"].mean()
+            ax.plot(s.index, s.values, color=color, marker="o", ms=3, label=f"gamma = {gamma:g}")
+        _label(ax, f"{model}, prompts from {prior}", "in-context examples k", "squared error / d")
+    fig.tight_layout()
+    return fig
+
+
+def gamma_sweep_figure(sweep: pd.DataFrame, ks_label: str):
+    """Error (averaged over the k in `ks_label`) against gamma, per predictor, one panel per prior."""
+    fig, axes = plt.subplots(1, 2, figsize=(10.4, 3.6))
+    for ax, prior in zip(axes, ("D_cont", "D_disc")):
+        sns.lineplot(sweep[sweep["prior"] == prior], x="gamma", y="error", hue="predictor", marker="o", ax=ax,
+                     palette={k: PALETTE.get(k, "#2ca02c") for k in sweep["predictor"].unique()})
+        ax.set_xscale("log", base=2)
+        _label(ax, f"prompts from {prior}, {ks_label}", "gamma (log scale)", "squared error / d", bottom=None)
     fig.tight_layout()
     return fig
 

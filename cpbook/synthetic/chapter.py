@@ -122,26 +122,6 @@ def finetune_trajectory(history: list[dict], k_min: int = 1) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def trajectory_figure(trajectory: pd.DataFrame, baselines: dict[str, dict[str, float]]):
-    """Error against fine-tuning step, one panel per prior, Bayes baselines as dashed lines."""
-    import matplotlib.pyplot as plt
-    import seaborn as sns
-
-    priors = list(dict.fromkeys(trajectory["prior"]))
-    fig, axes = plt.subplots(1, len(priors), figsize=(5.2 * len(priors), 3.4))
-    for ax, prior in zip(axes, priors):
-        sns.lineplot(trajectory[trajectory["prior"] == prior], x="step", y="error", ax=ax, marker="o",
-                     color=plots.PALETTE["fine-tuned"], label="fine-tuned model")
-        for name, value in baselines[prior].items():
-            ax.axhline(value, color=plots.PALETTE[name], ls="--", lw=1.2, label=name)
-        ax.set_title(f"prompts from {prior}")
-        ax.set_xlabel("fine-tuning step")
-        ax.set_ylabel("mean squared error / d (k >= 1)")
-        ax.set_ylim(bottom=0)
-        ax.legend(frameon=False, fontsize=8)
-    fig.tight_layout()
-    return fig
-
 
 def mean_error(errors: pd.DataFrame, k_min: int = 1) -> dict[str, dict[str, float]]:
     """prior -> predictor -> mean error / d over k >= k_min."""
@@ -149,24 +129,6 @@ def mean_error(errors: pd.DataFrame, k_min: int = 1) -> dict[str, dict[str, floa
     table = sel.groupby(["prior", "predictor"])["error"].mean()
     return {prior: table[prior].to_dict() for prior in table.index.get_level_values(0).unique()}
 
-
-def damage_figure(by_bin: pd.DataFrame):
-    """Mean error increase on D_cont by closeness bin, one bar group per source."""
-    import matplotlib.pyplot as plt
-    import seaborn as sns
-
-    fig, ax = plt.subplots(figsize=(6.4, 3.6))
-    sns.barplot(by_bin, x="bin", y="damage", hue="source", ax=ax, errorbar=None,
-                palette=[plots.PALETTE["fine-tuned"], plots.PALETTE["mixture"]])
-    for patch_group, (_, rows) in zip(ax.containers, by_bin.groupby("source", sort=False)):
-        xs = [p.get_x() + p.get_width() / 2 for p in patch_group]
-        ax.errorbar(xs, rows["damage"], yerr=[rows["damage"] - rows["low"], rows["high"] - rows["damage"]],
-                    fmt="none", ecolor="#333333", capsize=3, lw=1)
-    ax.set_xlabel("closeness to D_disc: quartile of the Bayes posterior g within each k (3 = closest)")
-    ax.set_ylabel("error increase / d on D_cont")
-    ax.legend(frameon=False, fontsize=8)
-    fig.tight_layout()
-    return fig
 
 
 def stack_bins(sources: dict[str, pd.DataFrame], z: float) -> pd.DataFrame:
@@ -204,28 +166,6 @@ def g_estimates(models: dict, prompts: dict, tasks, cfg: SyntheticConfig, n_prom
     return pd.concat(frames, ignore_index=True)
 
 
-def g_figure(table: pd.DataFrame):
-    """Mean g against k: each model's own g_theta (solid) and the Bayes posterior g (dashed)."""
-    import matplotlib.pyplot as plt
-    import seaborn as sns
-
-    priors = list(dict.fromkeys(table["prior"]))
-    fig, axes = plt.subplots(1, len(priors), figsize=(5.2 * len(priors), 3.6), sharey=True)
-    for ax, prior in zip(axes, priors):
-        sel = table[table["prior"] == prior]
-        for name in dict.fromkeys(sel["model"]):
-            sns.lineplot(sel[sel["model"] == name], x="k", y="g_model", ax=ax, errorbar=("se", 2),
-                         color=plots.PALETTE.get(name), label=f"{name}: g_theta", marker="o")
-        bayes = sel.groupby("k")["g_bayes"].mean()
-        ax.plot(bayes.index, bayes.values, ls="--", color=plots.PALETTE["mixture"], label="Bayes g (pretraining alpha)")
-        ax.set_title(f"prompts from {prior}")
-        ax.set_xlabel("in-context examples k")
-        ax.set_ylabel("weight on the discrete branch")
-        ax.set_ylim(-0.1, 1.1)
-        ax.legend(frameon=False, fontsize=8)
-    fig.tight_layout()
-    return fig
-
 
 def conjugate_errors(models: dict, prompts: dict, gammas, tasks, cfg: SyntheticConfig,
                      bayes_alpha: float) -> pd.DataFrame:
@@ -243,45 +183,8 @@ def conjugate_errors(models: dict, prompts: dict, gammas, tasks, cfg: SyntheticC
     return pd.concat(frames, ignore_index=True)
 
 
-def conjugate_figure(errors: pd.DataFrame, model: str, gammas):
-    """Error against k for `model` under each gamma, one panel per prior (gamma = 1: no transform)."""
-    import matplotlib.pyplot as plt
-    import seaborn as sns
-
-    sel = errors[errors["predictor"] == model]
-    priors = list(dict.fromkeys(sel["prior"]))
-    fig, axes = plt.subplots(1, len(priors), figsize=(5.2 * len(priors), 3.6))
-    palette = sns.color_palette("viridis", len(gammas))
-    for ax, prior in zip(axes, priors):
-        for color, gamma in zip(palette, gammas):
-            s = sel[(sel["prior"] == prior) & (sel["gamma"] == gamma)].groupby("k")["error"].mean()
-            ax.plot(s.index, s.values, color=color, marker="o", ms=3, label=f"gamma = {gamma:g}")
-        ax.set_title(f"{model}, prompts from {prior}")
-        ax.set_xlabel("in-context examples k")
-        ax.set_ylabel("squared error / d")
-        ax.set_ylim(bottom=0)
-        ax.legend(frameon=False, fontsize=8)
-    fig.tight_layout()
-    return fig
-
 
 def gamma_sweep(errors: pd.DataFrame, ks) -> pd.DataFrame:
     """Mean error / d over `ks` for every (prior, predictor, gamma): a table for the sweep figure."""
     sel = errors[errors["k"].isin(list(ks))]
     return sel.groupby(["prior", "predictor", "gamma"])["error"].mean().reset_index()
-
-
-def gamma_sweep_figure(sweep: pd.DataFrame, ks_label: str):
-    import matplotlib.pyplot as plt
-    import seaborn as sns
-
-    fig, axes = plt.subplots(1, 2, figsize=(10.4, 3.6))
-    for ax, prior in zip(axes, ("D_cont", "D_disc")):
-        sns.lineplot(sweep[sweep["prior"] == prior], x="gamma", y="error", hue="predictor", marker="o", ax=ax,
-                     palette={k: plots.PALETTE.get(k, "#2ca02c") for k in sweep["predictor"].unique()})
-        ax.set_xscale("log", base=2)
-        ax.set_title(f"prompts from {prior}, {ks_label}")
-        ax.set_ylabel("squared error / d")
-        ax.legend(frameon=False, fontsize=8)
-    fig.tight_layout()
-    return fig
