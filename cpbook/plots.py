@@ -61,16 +61,16 @@ def error_curves(summary: pd.DataFrame, predictors: list[str], priors=("D_disc",
 
 
 def loss_curve(history: list[dict], baselines: dict[str, float] | None = None, title: str = "training loss"):
-    """Training loss against step, with optional horizontal reference lines."""
-    df = pd.DataFrame(history)
+    """Training loss against step (raw records faint, a rolling mean over 10 records on top),
+    with optional horizontal reference lines."""
+    df = pd.DataFrame([h for h in history if "loss" in h])
+    df["smoothed"] = df["loss"].rolling(10, min_periods=1).mean()
     fig, ax = plt.subplots(figsize=(6, 3.4))
-    sns.lineplot(df, x="step", y="loss", ax=ax, color=PALETTE["transformer"], lw=1, label="transformer")
+    ax.plot(df["step"], df["loss"], color=PALETTE["transformer"], lw=0.6, alpha=0.3)
+    ax.plot(df["step"], df["smoothed"], color=PALETTE["transformer"], lw=1.6, label="transformer (rolling mean)")
     for name, value in (baselines or {}).items():
         ax.axhline(value, color=PALETTE.get(name), ls="--", lw=1.2, label=f"{name} (Bayes)")
-    ax.set_title(title)
-    ax.set_ylabel("mean squared error per prompt position")
-    ax.legend(frameon=False)
-    fig.tight_layout()
+    _label(ax, title, "step", "mean squared error per prompt position")
     return fig
 
 
