@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import os
 import sys
 from pathlib import Path
 
@@ -71,14 +72,27 @@ def main(argv: list[str] | None = None) -> int:
                          f"it takes: {', '.join(known)}")
     output = path if args.in_place else (args.output or Path("runs") / path.name)
     output.parent.mkdir(parents=True, exist_ok=True)
+    # papermill saves as it goes: run into a temporary file beside the output and move it into
+    # place only on success, so a failed or interrupted run never replaces a good notebook
+    running = output.with_name(f".{output.stem}.running.ipynb")
 
     import papermill as pm
 
-    pm.execute_notebook(str(path), str(output), parameters=values, cwd=str(path.parent),
-                        kernel_name="python3", progress_bar=True)
     from .notebooks import clean_file
 
-    clean_file(output)
+    try:
+        pm.execute_notebook(str(path), str(running), parameters=values, cwd=str(path.parent),
+                            kernel_name="python3", progress_bar=True)
+    except BaseException:
+        failed = Path("runs") / f"{path.stem}.failed.ipynb"
+        if running.exists():
+            failed.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(running, failed)
+            print(f"cpbook: the run failed; {output} is unchanged; the partial run is in {failed}",
+                  file=sys.stderr)
+        raise
+    clean_file(running)
+    os.replace(running, output)
     print(f"cpbook: wrote {output}")
     return 0
 

@@ -72,3 +72,15 @@ def test_cli_rejects_an_unknown_parameter_before_starting_a_kernel(capsys):
 def test_cli_rejects_an_unknown_chapter():
     with pytest.raises(SystemExit, match="no chapter"):
         main(["run", "99_nothing"])
+
+
+def test_a_failed_in_place_rerun_leaves_the_stored_chapter_untouched(tmp_path, monkeypatch):
+    monkeypatch.setenv("CPBOOK_CACHE", str(tmp_path / "cache"))
+    monkeypatch.chdir(tmp_path)
+    stored = REPO / "book/01_pretraining.ipynb"
+    before = stored.read_bytes()
+    with pytest.raises(pm.PapermillExecutionError):
+        main(["run", "01", "--in-place", "-p", "alpha", "1.5"])
+    assert stored.read_bytes() == before
+    assert not list(stored.parent.glob(".*.running.ipynb"))
+    assert (tmp_path / "runs/01_pretraining.failed.ipynb").exists()
