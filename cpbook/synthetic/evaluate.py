@@ -20,11 +20,16 @@ Z99 = 2.5758293035489  # two-sided 99% normal quantile: the book's default confi
 Z95 = 1.959963984540054
 
 
+def model_device(model) -> torch.device:
+    """Where a model's parameters live (the CPU for a model without parameters)."""
+    return next(model.parameters(), torch.empty(0)).device
+
+
 @torch.no_grad()
 def predict(model, prompts: Prompts, chunk: int = 1000) -> torch.Tensor:
     """The model's prediction at every prefix of every prompt, (B, K), in chunks to bound memory."""
     model.eval()
-    device = next(model.parameters(), torch.empty(0)).device
+    device = model_device(model)
     parts = [model(prompts.xs[i:i + chunk].to(device), prompts.ys[i:i + chunk].to(device)).cpu()
              for i in range(0, len(prompts), chunk)]
     return torch.cat(parts).double()

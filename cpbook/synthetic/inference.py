@@ -18,6 +18,7 @@ import pandas as pd
 import torch
 
 from .bayes import bayes_predictions, discrete_posterior, ridge_weights
+from .evaluate import model_device
 from .tasks import Prompts, generator
 
 
@@ -38,18 +39,21 @@ def estimate_g(model, prompts: Prompts, tasks, sigma: float, tau: float, alpha: 
     g_model = np.full((B, K), np.nan)
     r2 = np.full((B, K), np.nan)
     bayes = bayes_predictions(prompts.xs, prompts.ys, tasks, sigma, tau, alpha)
+    # both branches' task estimates from every prefix, computed once: (B, K, d) each
+    xs64, ys64 = prompts.xs.double(), prompts.ys.double()
+    w_ridge = ridge_weights(xs64, ys64, sigma, tau)
+    w_disc = discrete_posterior(xs64, ys64, tasks, sigma) @ tasks.double()
+    device = model_device(model)
     for k in range(1, K):
         # Q copies of each context (first k pairs) followed by one query each
         ctx_x = prompts.xs[:, None, :k].expand(B, n_queries, k, d)
         ctx_y = prompts.ys[:, None, :k].expand(B, n_queries, k)
         xs = torch.cat([ctx_x, queries[:, :, None]], dim=2).reshape(B * n_queries, k + 1, d)
         ys = torch.cat([ctx_y, torch.zeros(B, n_queries, 1)], dim=2).reshape(B * n_queries, k + 1)
-        device = next(model.parameters(), torch.empty(0)).device
         f = model(xs.to(device), ys.to(device))[:, k].cpu().double().reshape(B, n_queries)
-        # the two branches at the same queries, from the same context
-        w_r, w_d = _branch_weights(prompts, tasks, sigma, tau, k)
-        r = torch.einsum("bqd,bd->bq", queries.double(), w_r)
-        dd = torch.einsum("bqd,bd->bq", queries.double(), w_d)
+        # the two branches at the same queries, from the same context (the first k pairs)
+        r = torch.einsum("bqd,bd->bq", queries.double(), w_ridge[:, k])
+        dd = torch.einsum("bqd,bd->bq", queries.double(), w_disc[:, k])
         u, v = f - r, dd - r
         g = (u * v).sum(1) / (v * v).sum(1)
         resid = u - g[:, None] * v
@@ -57,14 +61,6 @@ def estimate_g(model, prompts: Prompts, tasks, sigma: float, tau: float, alpha: 
         r2[:, k] = (1 - (resid**2).sum(1) / (u * u).sum(1)).numpy()
     llr = (bayes.log_p_disc - bayes.log_p_cont).numpy()
     return GEstimate(g_model=g_model, g_bayes=bayes.g.numpy(), llr=llr, r2=r2)
-
-
-def _branch_weights(prompts: Prompts, tasks, sigma, tau, k):
-    """Ridge and discrete-regression task estimates from the first k pairs: (B, d) each."""
-    xs, ys = prompts.xs[:, :k + 1].double(), prompts.ys[:, :k + 1].double()
-    w_r = ridge_weights(xs, ys, sigma, tau)[:, k]
-    w_d = discrete_posterior(xs, ys, tasks, sigma)[:, k] @ tasks.double()
-    return w_r, w_d
 
 
 def fit_alpha(g_model: np.ndarray, llr: np.ndarray, grid=np.linspace(-12, 12, 2401)) -> float:

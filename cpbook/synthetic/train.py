@@ -19,6 +19,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .. import cache
+from .evaluate import model_device
 from .model import InContextRegressor
 from .tasks import Prior, sample_prompts
 
@@ -103,7 +104,7 @@ def train(model: InContextRegressor, prior: Prior, spec: TrainSpec, run_dir: Pat
         start, history = load_checkpoint(ckpt, model, opt)
 
     end = spec.steps if stop_after is None else min(spec.steps, stop_after)
-    device = next(model.parameters()).device
+    device = model_device(model)
     model.train()
     bar = tqdm(range(start, end), desc=desc, disable=not progress, initial=start, total=spec.steps,
                mininterval=2.0)
