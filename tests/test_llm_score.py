@@ -6,26 +6,6 @@ import torch
 
 from cpbook.llm import score
 
-CORPUS = ["Input: The cat sat on the mat.\nOutput: THE CAT SAT ON THE MAT.",
-          "Input: What is 7 plus 12?\nOutput: 19", "Fill in the blank: ___ dog ran home."] * 5
-
-
-@pytest.fixture(scope="module")
-def tiny():
-    from tokenizers import ByteLevelBPETokenizer
-    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
-
-    bpe = ByteLevelBPETokenizer()
-    bpe.train_from_iterator(CORPUS, vocab_size=300, min_frequency=1, special_tokens=["<eos>", "<pad>"])
-    tok = PreTrainedTokenizerFast(tokenizer_object=bpe._tokenizer, eos_token="<eos>", pad_token="<pad>")
-    torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
-                         eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id, bos_token_id=None)
-    model = LlamaForCausalLM(config).eval()
-    return model, tok
-
-
 # Different lengths, so a batch needs padding.
 PROMPTS = ["Input: The cat sat.\nOutput:", "Input: What is 7 plus 12 and then some more?\nOutput:",
            "Fill in the blank:", "Input: dog\nOutput: DOG\n\nInput: cat\nOutput:"]

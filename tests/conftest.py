@@ -1,0 +1,27 @@
+"""Shared fixtures: a tiny random causal language model with its own tokenizer (no download)."""
+import pytest
+import torch
+
+CORPUS = ["Input: The cat sat on the mat.\nOutput: THE CAT SAT ON THE MAT.",
+          "Input: What is 7 plus 12?\nOutput: 19", "Fill in the blank: ___ dog ran home."] * 5
+
+
+def make_tiny():
+    """A 2-layer random Llama and a 300-word byte-level BPE tokenizer, built in a second."""
+    from tokenizers import ByteLevelBPETokenizer
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    bpe = ByteLevelBPETokenizer()
+    bpe.train_from_iterator(CORPUS, vocab_size=300, min_frequency=1, special_tokens=["<eos>", "<pad>"])
+    tok = PreTrainedTokenizerFast(tokenizer_object=bpe._tokenizer, eos_token="<eos>", pad_token="<pad>")
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
+                         eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id, bos_token_id=None)
+    model = LlamaForCausalLM(config).eval()
+    return model, tok
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    return make_tiny()
