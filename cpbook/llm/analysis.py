@@ -1,0 +1,143 @@
+"""Tables and statistics of chapter 5, from the stored ICL-vs-instruction rows.
+
+Conventions:
+- ICL accuracy is the share of conflict prompts whose greedy continuation starts with the ICL
+  answer (the paper's metric), with a Wilson 95% interval.
+- A drop compares a base model with a tuned one on the *same* prompts: per prompt,
+  d = correct(base) - correct(tuned), so the interval is a paired one (mean of d +- 1.96 se).
+- The language-gap question compares drops, not accuracies: per prompt index, the English drop
+  minus the drop on the same question in another surface form. The draws are shared across
+  surfaces, so this too is paired.
+- The margin m = log p(ICL answer) - log p(instruction answer) is the graded version: fine-tuning
+  that shifts task inference toward instruction following lowers m, even where the greedy
+  answer does not change.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from cpbook.synthetic.evaluate import Z95, Interval
+
+KEY = ["task_pair", "index"]
+
+
+def wilson(k: int, n: int, z: float = Z95) -> tuple[float, float]:
+    """Wilson score interval of a binomial proportion k / n."""
+    if n == 0:
+        return (float("nan"), float("nan"))
+    p = k / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return (float(centre - half), float(centre + half))
+
+
+def mean_interval(values, z: float = Z95) -> Interval:
+    v = np.asarray(values, dtype=float)
+    se = v.std(ddof=1) / np.sqrt(len(v)) if len(v) > 1 else float("nan")
+    return Interval(float(v.mean()), float(v.mean() - z * se), float(v.mean() + z * se))
+
+
+def accuracy_table(results: dict[str, pd.DataFrame], control: bool = False) -> pd.DataFrame:
+    """ICL accuracy per model and surface form (conflict prompts, or control prompts)."""
+    rows = []
+    for model, df in results.items():
+        part = df[df["control"] == control]
+        for surface, g in part.groupby("surface", sort=False):
+            k, n = int(g["icl_correct"].sum()), len(g)
+            lo, hi = wilson(k, n)
+            rows.append({"model": model, "surface": surface, "n": n, "icl_accuracy": k / n,
+                         "low": lo, "high": hi, "if_rate": float(g["if_correct"].mean()),
+                         "mean_margin": float(g["margin"].mean()) if not control else float("nan")})
+    return pd.DataFrame(rows)
+
+
+def _paired(base: pd.DataFrame, tuned: pd.DataFrame) -> pd.DataFrame:
+    """Conflict rows of both models side by side, matched by (surface, task pair, index)."""
+    cols = ["surface"] + KEY
+    b = base[~base["control"]].set_index(cols)
+    t = tuned[~tuned["control"]].set_index(cols)
+    if set(b.index) != set(t.index):
+        raise ValueError("base and tuned results were not scored on the same prompts")
+    out = pd.DataFrame({"base": b["icl_correct"].astype(int), "tuned": t["icl_correct"].reindex(b.index).astype(int),
+                        "margin_base": b["margin"], "margin_tuned": t["margin"].reindex(b.index)})
+    out["drop"] = out["base"] - out["tuned"]
+    out["margin_shift"] = out["margin_base"] - out["margin_tuned"]
+    return out.reset_index()
+
+
+def drop_table(base: pd.DataFrame, tuned: pd.DataFrame, surfaces) -> pd.DataFrame:
+    """The paper's layout: base %, tuned %, drop in points with its paired 95% interval, plus the
+    mean margin shift (base minus tuned, in nats) with its interval."""
+    pairs = _paired(base, tuned)
+    rows = []
+    for s in surfaces:
+        g = pairs[pairs["surface"] == s]
+        drop = mean_interval(g["drop"])
+        shift = mean_interval(g["margin_shift"])
+        rows.append({"surface": s, "n": len(g), "base_%": 100 * g["base"].mean(),
+                     "tuned_%": 100 * g["tuned"].mean(), "drop": 100 * drop.mean,
+                     "drop_low": 100 * drop.low, "drop_high": 100 * drop.high,
+                     "margin_shift": shift.mean, "shift_low": shift.low, "shift_high": shift.high})
+    return pd.DataFrame(rows)
+
+
+def gap_vs_reference(base: pd.DataFrame, tuned: pd.DataFrame, surfaces, reference: str = "en",
+                     column: str = "drop") -> pd.DataFrame:
+    """Per surface s: mean over questions of (column at `reference` - column at s), paired by
+    question (task pair, index). column is "drop" (points of accuracy) or "margin_shift"."""
+    pairs = _paired(base, tuned)
+    wide = pairs.pivot_table(index=KEY, columns="surface", values=column)
+    scale = 100 if column == "drop" else 1
+    rows = []
+    for s in surfaces:
+        if s == reference:
+            continue
+        iv = mean_interval(wide[reference] - wide[s])
+        rows.append({"surface": s, "difference": scale * iv.mean, "low": scale * iv.low,
+                     "high": scale * iv.high})
+    return pd.DataFrame(rows)
+
+
+def scorer_agreement(df: pd.DataFrame) -> dict:
+    """How often the two scorers name the same task on conflict prompts: greedy says ICL when its
+    continuation starts with the ICL answer, the margin says ICL when m > 0. `decisive` restricts
+    to prompts where greedy produced one of the two answers."""
+    c = df[~df["control"]]
+    by_margin = c["margin"] > 0
+    agree = c["icl_correct"] == by_margin
+    decisive = c["icl_correct"] | c["if_correct"]
+    return {"n": len(c), "agreement": float(agree.mean()),
+            "n_decisive": int(decisive.sum()),
+            "agreement_decisive": float(agree[decisive].mean()) if decisive.any() else float("nan")}
+
+
+def format_table(drops: pd.DataFrame) -> pd.DataFrame:
+    """The drop table as the chapter prints it: percentages and intervals as text."""
+    return pd.DataFrame({
+        "surface": drops["surface"],
+        "base %": drops["base_%"].map("{:.1f}".format),
+        "tuned %": drops["tuned_%"].map("{:.1f}".format),
+        "drop (95% CI)": [f"{d:.1f} [{lo:.1f}, {hi:.1f}]" for d, lo, hi in
+                          zip(drops["drop"], drops["drop_low"], drops["drop_high"])],
+        "margin shift, nats (95% CI)": [f"{d:.2f} [{lo:.2f}, {hi:.2f}]" for d, lo, hi in
+                                        zip(drops["margin_shift"], drops["shift_low"], drops["shift_high"])],
+    }).set_index("surface")
+
+
+def load_chapter(base: str, tuned: str, cross_family, reference: str = "en") -> dict[str, pd.DataFrame]:
+    """Check chapter 5's parameters and load the stored rows of every model it names, failing
+    with a clear message (unknown model or surface, results not computed yet) before any work."""
+    from cpbook.llm import experiment, models, prompts
+
+    names = [base, tuned, *cross_family]
+    for name in names:
+        models.check_model(name)
+    if len(set(names)) != len(names):
+        raise ValueError(f"each model may appear once: {names}")
+    prompts.check_surface(reference)
+    results = {name: experiment.load_results(name)[0] for name in names}
+    if reference not in set(results[base]["surface"]):
+        raise ValueError(f"reference {reference!r} was not scored; stored surfaces: "
+                         f"{', '.join(results[base]['surface'].unique())}")
+    return results
