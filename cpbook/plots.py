@@ -60,17 +60,18 @@ def error_curves(summary: pd.DataFrame, predictors: list[str], priors=("D_disc",
     return fig
 
 
-def loss_curve(history: list[dict], baselines: dict[str, float] | None = None, title: str = "training loss"):
+def loss_curve(history: list[dict], baselines: dict[str, float] | None = None, title: str = "training loss",
+               label: str = "transformer", ylabel: str = "mean squared error per prompt position"):
     """Training loss against step (raw records faint, a rolling mean over 10 records on top),
     with optional horizontal reference lines."""
     df = pd.DataFrame([h for h in history if "loss" in h])
     df["smoothed"] = df["loss"].rolling(10, min_periods=1).mean()
     fig, ax = plt.subplots(figsize=(6, 3.4))
     ax.plot(df["step"], df["loss"], color=PALETTE["transformer"], lw=0.6, alpha=0.3)
-    ax.plot(df["step"], df["smoothed"], color=PALETTE["transformer"], lw=1.6, label="transformer (rolling mean)")
+    ax.plot(df["step"], df["smoothed"], color=PALETTE["transformer"], lw=1.6, label=f"{label} (rolling mean)")
     for name, value in (baselines or {}).items():
         ax.axhline(value, color=PALETTE.get(name), ls="--", lw=1.2, label=f"{name} (Bayes)")
-    _label(ax, title, "step", "mean squared error per prompt position")
+    _label(ax, title, "step", ylabel)
     return fig
 
 

@@ -109,6 +109,11 @@ def test_instruction_data_is_deterministic_correct_and_english_only():
         elif r["kind"] in ("blank_first", "blank_word"):
             filled = r["instruction"].split(": ", 1)[1].replace("___", answer)
             assert filled.endswith(".") and any(filled.startswith(s) for s in D.SUBJECTS), r
+        elif r["kind"] in ("repeat", "upper", "lower"):
+            sentence = r["instruction"].split(": ", 1)[1]
+            assert answer == {"repeat": sentence, "upper": sentence.upper(), "lower": sentence.lower()}[r["kind"]]
+        elif r["kind"] == "reverse_words":
+            assert answer.split() == r["instruction"].split(": ", 1)[1].split()[::-1]
         elif r["kind"] == "count_words":
             assert int(answer) == len(r["instruction"].split("? ", 1)[1].split()), r
         assert r["instruction"] in r["prompt"] and r["prompt"].startswith(("Input", "Question", "###", r["instruction"]))

@@ -125,9 +125,10 @@ def format_table(drops: pd.DataFrame) -> pd.DataFrame:
     }).set_index("surface")
 
 
-def load_chapter(base: str, tuned: str, cross_family, reference: str = "en") -> dict[str, pd.DataFrame]:
-    """Check chapter 5's parameters and load the stored rows of every model it names, failing
-    with a clear message (unknown model or surface, results not computed yet) before any work."""
+def load_chapter(base: str, tuned: str, cross_family, reference: str = "en"):
+    """Check chapter 5's parameters and load the stored rows and provenance of every model it
+    names, failing with a clear message (unknown model or surface, results not computed yet)
+    before any work. Returns ({model: rows}, {model: provenance record})."""
     from cpbook.llm import experiment, models, prompts
 
     names = [base, tuned, *cross_family]
@@ -136,8 +137,59 @@ def load_chapter(base: str, tuned: str, cross_family, reference: str = "en") -> 
     if len(set(names)) != len(names):
         raise ValueError(f"each model may appear once: {names}")
     prompts.check_surface(reference)
-    results = {name: experiment.load_results(name)[0] for name in names}
+    loaded = {name: experiment.load_results(name) for name in names}
+    results = {name: rows for name, (rows, _) in loaded.items()}
+    records = {name: record for name, (_, record) in loaded.items()}
     if reference not in set(results[base]["surface"]):
         raise ValueError(f"reference {reference!r} was not scored; stored surfaces: "
                          f"{', '.join(results[base]['surface'].unique())}")
-    return results
+    return results, records
+
+
+def provenance_table(records: dict[str, dict]) -> pd.DataFrame:
+    """Where each model's stored rows came from, one line per model."""
+    rows = []
+    for name, r in records.items():
+        digest = r["checksum"].get("gguf_sha256") or next(iter(r["checksum"].get("weights_sha256", {}).values()), "")
+        rows.append({"model": name, "kind": r["model_kind"], "rows": r["rows"],
+                     "prompts per pair": r["run"]["n_per_pair"], "control per pair": r["run"]["n_control"],
+                     "BOS": r["run"]["bos"], "weights SHA-256": digest[:12],
+                     "commit": r["commit"][:7] + ("+dirty" if r["commit"].endswith("+dirty") else ""),
+                     "torch": r["versions"]["torch"], "transformers": r["versions"]["transformers"]})
+    return pd.DataFrame(rows).set_index("model")
+
+
+def show_example(results, records, names, surface: str, task_pair: str, index: int) -> None:
+    """Print one prompt as the models saw it, its two answers, and each model's continuation."""
+    from cpbook.llm import prompts
+
+    run = records[names[0]]["run"]
+    table = prompts.build_prompts([surface], n_per_pair=index + 1, seed=run["seed"], task_pairs=[task_pair])
+    row = table.iloc[index]
+    print(row["prompt"])
+    print(f"\n  ICL answer {row['icl_answer']!r}, instruction-following answer {row['if_answer']!r}")
+    for name in names:
+        df = results[name]
+        hit = df[(df["surface"] == surface) & (df["task_pair"] == task_pair) & (df["index"] == index)
+                 & ~df["control"]].iloc[0]
+        verdict = "ICL" if hit["icl_correct"] else "instruction" if hit["if_correct"] else "neither"
+        print(f"  {name:>24}: {hit['continuation']!r}  ({verdict}; margin {hit['margin']:+.2f} nats)")
+
+
+def format_gap(drop_gap: pd.DataFrame, margin_gap: pd.DataFrame, reference: str) -> pd.DataFrame:
+    """The language-gap table: how much larger the reference's drop is than each surface's."""
+    return pd.DataFrame({
+        "surface": drop_gap["surface"],
+        f"{reference} drop minus this drop, points (95% CI)": [
+            f"{d:.1f} [{lo:.1f}, {hi:.1f}]" for d, lo, hi in zip(drop_gap["difference"], drop_gap["low"], drop_gap["high"])],
+        f"{reference} margin shift minus this one, nats (95% CI)": [
+            f"{d:.2f} [{lo:.2f}, {hi:.2f}]" for d, lo, hi in zip(margin_gap["difference"], margin_gap["low"], margin_gap["high"])],
+    }).set_index("surface")
+
+
+def tuning_record(name: str):
+    """The stored tuning provenance of a model tuned here (recipe, loss history), else None."""
+    from cpbook.llm import experiment
+
+    path = experiment.RESULTS / f"{name}.tuning.json"
+    return experiment.cache.read_json(path) if path.exists() else None

