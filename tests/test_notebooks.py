@@ -84,3 +84,18 @@ def test_a_failed_in_place_rerun_leaves_the_stored_chapter_untouched(tmp_path, m
     assert stored.read_bytes() == before
     assert not list(stored.parent.glob(".*.running.ipynb"))
     assert (tmp_path / "runs/01_pretraining.failed.ipynb").exists()
+
+
+@pytest.mark.parametrize("name, value, words", [
+    ("tuned", "alpaca-13b", ["unknown model 'alpaca-13b'", "available:"]),
+    ("cross_family", ["smollm2-135m-instruct", "gpt-5"], ["unknown model 'gpt-5'"]),
+    ("reference", "klingon", ["'klingon'", "available languages"]),
+])
+def test_chapter_5_rejects_a_bad_model_or_language_in_its_first_cell(tmp_path, name, value, words):
+    with pytest.raises(pm.PapermillExecutionError) as err:
+        pm.execute_notebook(str(REPO / "book/05_icl_vs_instructions.ipynb"), str(tmp_path / "out.ipynb"),
+                            parameters={name: value}, cwd=str(REPO / "book"), kernel_name="python3",
+                            progress_bar=False)
+    assert err.value.ename == "ValueError" and err.value.exec_count <= 3
+    for w in words:
+        assert w in err.value.evalue
