@@ -142,8 +142,11 @@ def test_drop_is_paired_and_the_gap_compares_drops():
     assert d.loc["en", "drop_low"] < 80 < d.loc["en", "drop_high"]
     gap = A.gap_vs_reference(base, tuned, ["en", "fr"]).set_index("surface")
     assert gap.loc["fr", "difference"] == pytest.approx(70)
+    # A shorter run is compared on its own prompts; prompts the base never saw are an error.
+    assert A.drop_table(base, tuned.iloc[:5], ["en"])["n"].tolist() == [5]
+    shifted = tuned.assign(index=tuned["index"] + 3)
     with pytest.raises(ValueError, match="same prompts"):
-        A.drop_table(base, tuned.iloc[:-1], ["en"])
+        A.drop_table(base, shifted, ["en"])
 
 
 def test_scorer_agreement():
