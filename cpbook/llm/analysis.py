@@ -17,7 +17,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from cpbook.synthetic.evaluate import Z95, Z99, Interval  # noqa: F401 (Z99 for the chapter's asserts)
+from cpbook.synthetic.evaluate import Z95, Interval
 
 KEY = ["task_pair", "index"]
 

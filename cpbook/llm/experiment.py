@@ -13,7 +13,7 @@ in book/results are replaced atomically, and only when the whole run has finishe
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
