@@ -35,6 +35,8 @@ from cpbook import cache
 from cpbook.llm import instruct_data, models
 from cpbook.params import Param, ParameterError
 from cpbook.provenance import provenance
+# AdamW state as "optim.<param>.<field>" tensors, the same as the synthetic loop's checkpoints.
+from cpbook.synthetic.train import load_optimizer_tensors, optimizer_tensors
 
 
 @dataclass(frozen=True)
@@ -158,9 +160,7 @@ def _lora_state(wrapped: dict[str, LoRALinear]) -> dict[str, torch.Tensor]:
 
 def _save_checkpoint(path: Path, wrapped, opt, step: int, history: list[dict]) -> None:
     tensors = {f"lora.{k}": v for k, v in _lora_state(wrapped).items()}
-    for idx, state in opt.state_dict()["state"].items():
-        for key, value in state.items():
-            tensors[f"optim.{idx}.{key}"] = torch.as_tensor(value)
+    tensors.update(optimizer_tensors(opt))
     cache.save_tensors(path, tensors, metadata={"step": str(step), "history": json.dumps(history)})
 
 
@@ -173,14 +173,7 @@ def _load_checkpoint(path: Path, wrapped, opt) -> tuple[int, list[dict]]:
     with torch.no_grad():
         for k, v in _lora_state(wrapped).items():
             v.copy_(tensors[f"lora.{k}"])
-    state: dict[int, dict] = {}
-    for key, value in tensors.items():
-        if key.startswith("optim."):
-            _, idx, name = key.split(".", 2)
-            state.setdefault(int(idx), {})[name] = value
-    sd = opt.state_dict()
-    sd["state"] = state
-    opt.load_state_dict(sd)
+    load_optimizer_tensors(opt, {k: v for k, v in tensors.items() if k.startswith("optim.")})
     return int(meta["step"]), json.loads(meta["history"])
 
 

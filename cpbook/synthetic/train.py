@@ -51,7 +51,7 @@ def make_optimizer(model: torch.nn.Module, spec: TrainSpec) -> torch.optim.AdamW
     return torch.optim.AdamW(model.parameters(), lr=spec.lr, weight_decay=spec.weight_decay)
 
 
-def _optimizer_tensors(opt: torch.optim.Optimizer) -> dict:
+def optimizer_tensors(opt: torch.optim.Optimizer) -> dict:
     out = {}
     for idx, state in opt.state_dict()["state"].items():
         for name, value in state.items():
@@ -59,7 +59,7 @@ def _optimizer_tensors(opt: torch.optim.Optimizer) -> dict:
     return out
 
 
-def _load_optimizer_tensors(opt: torch.optim.Optimizer, tensors: dict) -> None:
+def load_optimizer_tensors(opt: torch.optim.Optimizer, tensors: dict) -> None:
     state: dict[int, dict] = {}
     for key, value in tensors.items():
         _, idx, name = key.split(".", 2)
@@ -71,7 +71,7 @@ def _load_optimizer_tensors(opt: torch.optim.Optimizer, tensors: dict) -> None:
 
 def save_checkpoint(path: Path, model, opt, step: int, history: list[dict]) -> None:
     tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
-    tensors.update(_optimizer_tensors(opt))
+    tensors.update(optimizer_tensors(opt))
     cache.save_tensors(path, tensors, metadata={"step": str(step), "history": json.dumps(history)})
 
 
@@ -82,7 +82,7 @@ def load_checkpoint(path: Path, model, opt) -> tuple[int, list[dict]]:
         meta = f.metadata()
     tensors = cache.load_tensors(path)
     model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
-    _load_optimizer_tensors(opt, {k: v for k, v in tensors.items() if k.startswith("optim.")})
+    load_optimizer_tensors(opt, {k: v for k, v in tensors.items() if k.startswith("optim.")})
     return int(meta["step"]), json.loads(meta["history"])
 
 
