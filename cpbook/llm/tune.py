@@ -19,7 +19,6 @@ the scorers load it like any other model.
 """
 from __future__ import annotations
 
-import json
 import math
 import os
 import shutil
@@ -35,8 +34,7 @@ from cpbook import cache
 from cpbook.llm import instruct_data, models
 from cpbook.params import Param, ParameterError
 from cpbook.provenance import provenance
-# AdamW state as "optim.<param>.<field>" tensors, the same as the synthetic loop's checkpoints.
-from cpbook.synthetic.train import load_optimizer_tensors, optimizer_tensors
+from cpbook.synthetic.train import load_checkpoint, save_checkpoint
 
 
 @dataclass(frozen=True)
@@ -154,27 +152,11 @@ def answer_loss(model, tokenizer, batch: list[dict]) -> torch.Tensor:
                                        ignore_index=-100)
 
 
-def _lora_state(wrapped: dict[str, LoRALinear]) -> dict[str, torch.Tensor]:
-    return {f"{n}.{p}": getattr(m, p) for n, m in wrapped.items() for p in ("lora_a", "lora_b")}
-
-
-def _save_checkpoint(path: Path, wrapped, opt, step: int, history: list[dict]) -> None:
-    tensors = {f"lora.{k}": v for k, v in _lora_state(wrapped).items()}
-    tensors.update(optimizer_tensors(opt))
-    cache.save_tensors(path, tensors, metadata={"step": str(step), "history": json.dumps(history)})
-
-
-def _load_checkpoint(path: Path, wrapped, opt) -> tuple[int, list[dict]]:
-    from safetensors import safe_open
-
-    with safe_open(str(path), framework="pt") as f:
-        meta = f.metadata()
-    tensors = cache.load_tensors(path)
-    with torch.no_grad():
-        for k, v in _lora_state(wrapped).items():
-            v.copy_(tensors[f"lora.{k}"])
-    load_optimizer_tensors(opt, {k: v for k, v in tensors.items() if k.startswith("optim.")})
-    return int(meta["step"]), json.loads(meta["history"])
+def adapter_parameters(wrapped: dict[str, LoRALinear]) -> nn.ParameterDict:
+    """The adapters alone, as one module, so the synthetic loop's checkpoint functions save and
+    restore them (and nothing of the frozen model)."""
+    return nn.ParameterDict({f"{n.replace('.', '__')}__{p}": getattr(m, p)
+                             for n, m in wrapped.items() for p in ("lora_a", "lora_b")})
 
 
 def train_lora(model, tokenizer, cfg: TuneConfig, run_dir: Path | None = None,
@@ -186,12 +168,12 @@ def train_lora(model, tokenizer, cfg: TuneConfig, run_dir: Path | None = None,
 
     check_config(cfg)
     wrapped = add_lora(model, cfg)
-    params = [p for m in wrapped.values() for p in (m.lora_a, m.lora_b)]
-    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.0)
+    adapters = adapter_parameters(wrapped)
+    opt = torch.optim.AdamW(adapters.parameters(), lr=cfg.lr, weight_decay=0.0)
     ckpt = Path(run_dir) / "checkpoint.safetensors" if run_dir else None
     start, history = 0, []
     if ckpt is not None and ckpt.exists():
-        start, history = _load_checkpoint(ckpt, wrapped, opt)
+        start, history = load_checkpoint(ckpt, adapters, opt)
     end = cfg.steps if stop_after is None else min(cfg.steps, stop_after)
     model.train()
     bar = tqdm(range(start, end), desc=f"LoRA-tuning {cfg.base}", disable=not progress,
@@ -207,7 +189,7 @@ def train_lora(model, tokenizer, cfg: TuneConfig, run_dir: Path | None = None,
         history.append({"step": step, "loss": loss.item()})
         bar.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
         if ckpt is not None and ((step + 1) % cfg.checkpoint_every == 0 or step + 1 == end):
-            _save_checkpoint(ckpt, wrapped, opt, step + 1, history)
+            save_checkpoint(ckpt, adapters, opt, step + 1, history)
     bar.close()
     model.eval()
     return history
