@@ -10,6 +10,7 @@ import os
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 from cpbook.llm import analysis as A
 from cpbook.llm import experiment as E
@@ -43,6 +44,16 @@ def test_missing_results_name_the_command(tmp_path):
         E.load_results("gemma-3-270m", tmp_path)
 
 
+def _direct_loglik(model, tokenizer, prompt, answer, bos):
+    """log p(answer | prompt) from one unpadded forward pass, prompt and answer tokenized apart."""
+    head = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+    head = [tokenizer.bos_token_id] + head if bos else head
+    tail = tokenizer(answer, add_special_tokens=False)["input_ids"]
+    with torch.no_grad():
+        logp = torch.log_softmax(model(torch.tensor([head + tail])).logits[0].float(), -1)
+    return sum(logp[len(head) + j - 1, token].item() for j, token in enumerate(tail))
+
+
 def test_run_scores_both_ways_and_resumes_per_surface(tmp_path, monkeypatch):
     tiny = make_tiny()
     monkeypatch.setattr(models, "load", lambda name: tiny)
@@ -52,10 +63,13 @@ def test_run_scores_both_ways_and_resumes_per_surface(tmp_path, monkeypatch):
     table = E.run_icl(run, out_dir=tmp_path / "out", progress=False)
     assert len(table) == 2 * (4 * 2 + 2 * 1)
     conflict, control = table[~table["control"]], table[table["control"]]
-    assert np.allclose(conflict["margin"], conflict["loglik_icl"] - conflict["loglik_if"])
     assert control["margin"].isna().all() and control["loglik_icl"].notna().all()
     rebuilt = E.prompt_table(run.resolved())
-    merged = table.merge(rebuilt, on=E.KEY + ["control"])
+    merged = table.merge(rebuilt, on=E.ROW_KEY + ["control"])
+    # the batched, padded log-likelihoods equal a plain forward pass over each prompt alone
+    for _, row in merged[~merged["control"]].iterrows():
+        for col, answer in (("loglik_icl", row["icl_answer"]), ("loglik_if", row["if_answer"])):
+            assert row[col] == pytest.approx(_direct_loglik(*tiny, row["prompt"], answer, run.resolved().bos), abs=1e-4)
     assert (merged["icl_correct"] == [score.prefix_match(c, a) for c, a in
                                       zip(merged["continuation"], merged["icl_answer"])]).all()
     stored, record = E.load_results("smollm2-135m-instruct", tmp_path / "out")
@@ -81,15 +95,16 @@ def test_stored_results_are_complete_and_consistent(name):
     assert {"torch", "transformers"} <= set(record["versions"]) and record["checksum"]
     n = len(run.surfaces) * (4 * run.n_per_pair + 2 * run.n_control)
     assert len(table) == record["rows"] == n
-    assert not table.duplicated(E.KEY + ["control"]).any()
-    merged = table.merge(E.prompt_table(run), on=E.KEY + ["control"], validate="one_to_one")
+    assert not table.duplicated(E.ROW_KEY + ["control"]).any()
+    merged = table.merge(E.prompt_table(run), on=E.ROW_KEY + ["control"], validate="one_to_one")
     assert (merged["icl_correct"] == [score.prefix_match(c, a) for c, a in
                                       zip(merged["continuation"], merged["icl_answer"])]).all()
     conflict = merged[~merged["control"]]
     assert (conflict["if_correct"] == [score.prefix_match(c, a) for c, a in
                                        zip(conflict["continuation"], conflict["if_answer"])]).all()
-    assert np.allclose(conflict["margin"], conflict["loglik_icl"] - conflict["loglik_if"])
     assert (conflict[["loglik_icl", "loglik_if"]] < 0).all().all()
+    # a margin on every conflict prompt, none on control prompts (they have no instruction answer)
+    assert conflict["margin"].notna().all() and merged[merged["control"]]["margin"].isna().all()
 
 
 def _installed(dist):

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from .evaluate import Interval
+from .. import stats
 
 
 def locality_rows(errors: pd.DataFrame, g: np.ndarray, before: str, after: str, prior: str = "D_cont",
@@ -19,7 +19,7 @@ def locality_rows(errors: pd.DataFrame, g: np.ndarray, before: str, after: str, 
     """One row per (prompt, k >= k_min): Bayes g, error increase (after - before), g-quantile bin
     within its k (0 = farthest from D_disc, n_bins - 1 = closest)."""
     rows = errors[(errors["prior"] == prior) & errors["predictor"].isin([before, after])]
-    wide = rows.pivot_table(index=["prompt", "k"], columns="predictor", values="error").reset_index()
+    wide = stats.pivot_unique(rows, index=["prompt", "k"], columns="predictor", values="error").reset_index()
     wide = wide[wide["k"] >= k_min]
     wide["g"] = g[wide["prompt"].to_numpy(), wide["k"].to_numpy()]
     wide["damage"] = wide[after] - wide[before]
@@ -28,18 +28,18 @@ def locality_rows(errors: pd.DataFrame, g: np.ndarray, before: str, after: str, 
     return wide[["prompt", "k", "g", "damage", "bin"]].reset_index(drop=True)
 
 
-def damage_by_bin(rows: pd.DataFrame, z: float) -> pd.DataFrame:
+def damage_by_bin(rows: pd.DataFrame, level: float) -> pd.DataFrame:
     """Mean damage per bin with a normal interval (prompt-level clustering ignored here; the
-    assert uses the bootstrap of `closest_minus_farthest`, which respects it)."""
+    assert uses the bootstrap of `closest_minus_farthest`, which respects it).
+    Columns bin, mean_g, damage, n, low, high."""
     g = rows.groupby("bin")
-    out = g.agg(mean_g=("g", "mean"), damage=("damage", "mean"), sd=("damage", "std"), n=("damage", "count"))
-    se = out["sd"] / np.sqrt(out["n"])
-    out["low"], out["high"] = out["damage"] - z * se, out["damage"] + z * se
-    return out.drop(columns="sd").reset_index()
+    out = stats.grouped_mean_interval(g["damage"], level).rename(columns={"mean": "damage"})
+    out.insert(0, "mean_g", g["g"].mean())
+    return out.reset_index()
 
 
 def closest_minus_farthest(rows: pd.DataFrame, n_boot: int = 1000, seed: int = 0,
-                           level: float = 0.99) -> Interval:
+                           level: float = stats.LEVEL_ASSERTS) -> stats.Interval:
     """Mean damage in the closest bin minus the farthest, with a percentile bootstrap interval
     that resamples whole prompts (a prompt's rows at different k are not independent)."""
     top, bottom = rows["bin"].max(), rows["bin"].min()
@@ -57,7 +57,4 @@ def closest_minus_farthest(rows: pd.DataFrame, n_boot: int = 1000, seed: int = 0
         s, c = sums[i].sum(0), counts[i].sum(0)
         return s[0] / c[0] - s[1] / c[1]
 
-    rng = np.random.default_rng(seed)
-    boots = [stat(rng.integers(0, len(prompts), len(prompts))) for _ in range(n_boot)]
-    lo, hi = np.quantile(boots, [(1 - level) / 2, (1 + level) / 2])
-    return Interval(float(stat(np.arange(len(prompts)))), float(lo), float(hi))
+    return stats.bootstrap_interval(stat, len(prompts), level, n_boot, seed)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from .. import stats
 from .bayes import bayes_predictions
 from .tasks import Prior, discrete_tasks, sample_prompts
 
@@ -44,10 +45,11 @@ def paper_scale_baselines(task_seeds=range(4), prompts_per_draw: int = 1000, see
     return pd.DataFrame(rows)
 
 
-def compare_with_reference(per_draw: pd.DataFrame, z: float) -> pd.DataFrame:
+def compare_with_reference(per_draw: pd.DataFrame, level: float) -> pd.DataFrame:
     """One row per reference figure: ours (averaged over task draws), the paper's, and a
-    tolerance of z times the uncertainty of a single draw's estimate (Monte-Carlo error of one
-    run plus the spread between task draws), since the reference is one such estimate."""
+    tolerance of z_value(level) times the uncertainty of a single draw's estimate (Monte-Carlo
+    error of one run plus the spread between task draws), since the reference is one such estimate."""
+    z = stats.z_value(level)
     rows = []
     for (predictor, prior, k), g in per_draw.groupby(["predictor", "prior", "k"], sort=False):
         mc_var = float((g["se"] ** 2).mean())
