@@ -1,7 +1,12 @@
+import ast
+from pathlib import Path
+
 import pytest
 import torch
 
 from cpbook import cache
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def test_hash_ignores_key_order_and_sees_every_value():
@@ -9,11 +14,78 @@ def test_hash_ignores_key_order_and_sees_every_value():
     assert cache.config_hash({"a": 1, "b": 2}) != cache.config_hash({"a": 1, "b": 3})
 
 
-def test_run_dir_is_keyed_by_config_and_records_it(tmp_path):
-    a = cache.run_dir("pretrain", {"d": 5}, root=tmp_path)
-    assert a == cache.run_dir("pretrain", {"d": 5}, root=tmp_path)
-    assert a != cache.run_dir("pretrain", {"d": 6}, root=tmp_path)
-    assert cache.read_json(a / "config.json") == {"d": 5}
+def test_the_key_holds_the_kind_the_config_and_the_cache_version(monkeypatch):
+    key = cache.entry_key("pretrain", {"d": 5})
+    assert key != cache.entry_key("finetune", {"d": 5})
+    assert key != cache.entry_key("pretrain", {"d": 6})
+    monkeypatch.setattr(cache, "CACHE_VERSION", cache.CACHE_VERSION + 1)
+    assert cache.entry_key("pretrain", {"d": 5}) != key      # a version bump makes every entry stale
+
+
+def test_every_cached_artifact_goes_through_the_one_keying_helper():
+    """No module hashes its own cache keys or writes its own atomic folders: every entry is made
+    by cache.build (so CACHE_VERSION is in every key) and nobody calls the old helpers."""
+    for path in (REPO / "cpbook").rglob("*.py"):
+        if path.name == "cache.py":
+            continue
+        text = path.read_text()
+        for banned in ("config_hash(", "mkdtemp(", "os.rename(", "import hashlib"):
+            assert banned not in text, f"{path.relative_to(REPO)} uses {banned!r}: go through cpbook.cache"
+        tree = ast.parse(text)
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id == "cache":
+                assert not node.attr.startswith("_"), (path, node.attr)
+
+
+def test_build_fills_the_entry_once_and_records_config_and_provenance(tmp_path):
+    calls = []
+
+    def make(folder):
+        calls.append(folder)
+        (folder / "weights.txt").write_text("w")
+        return {"note": "made"}
+
+    a = cache.build("thing", {"n": 1}, make, root=tmp_path)
+    b = cache.build("thing", {"n": 1}, make, root=tmp_path)
+    assert a == b and len(calls) == 1 and calls[0] != a
+    assert (a / "weights.txt").read_text() == "w"
+    entry = cache.read_entry(a)
+    assert entry["config"] == {"n": 1} and entry["note"] == "made"
+    assert entry["cache_version"] == cache.CACHE_VERSION
+    assert cache.lookup("thing", {"n": 1}, root=tmp_path) == a
+    assert cache.lookup("thing", {"n": 2}, root=tmp_path) is None
+
+
+def test_a_failed_build_leaves_nothing_under_the_key_and_keeps_the_work_folder(tmp_path):
+    work = cache.work_path("thing", {"n": 1}, root=tmp_path)
+    (work / "checkpoint").write_text("step 7")
+
+    def broken(folder):
+        (folder / "half").write_text("half an artifact")
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        cache.build("thing", {"n": 1}, broken, root=tmp_path)
+    assert cache.lookup("thing", {"n": 1}, root=tmp_path) is None
+    assert sorted(p.name for p in (tmp_path / "thing").iterdir()) == [work.name]   # no temporary left
+    assert (work / "checkpoint").read_text() == "step 7"                            # resumable
+
+    cache.build("thing", {"n": 1}, lambda folder: None, root=tmp_path)
+    assert not work.exists()                    # the work folder goes once the entry is complete
+
+
+def test_a_build_that_loses_a_race_keeps_the_winner(tmp_path):
+    def make_b(folder):
+        (folder / "who").write_text("b")
+
+    def make_a(folder):
+        # another process finishes the same entry while this one is still building
+        cache.build("thing", {"n": 1}, make_b, root=tmp_path)
+        (folder / "who").write_text("a")
+
+    path = cache.build("thing", {"n": 1}, make_a, root=tmp_path)
+    assert (path / "who").read_text() == "b"
+    assert [p.name for p in (tmp_path / "thing").iterdir()] == [path.name]
 
 
 def test_a_failed_write_leaves_the_old_file_whole(tmp_path):
@@ -29,7 +101,7 @@ def test_a_failed_write_leaves_the_old_file_whole(tmp_path):
         raise Boom
 
     with pytest.raises(Boom):
-        cache._atomic(path, broken)
+        cache.atomic_write(path, broken)
     assert torch.equal(cache.load_tensors(path)["w"], torch.ones(3))
     assert [p.name for p in tmp_path.iterdir()] == ["t.safetensors"]    # no temporary left behind
 
@@ -37,3 +109,8 @@ def test_a_failed_write_leaves_the_old_file_whole(tmp_path):
 def test_cache_root_follows_the_environment(monkeypatch, tmp_path):
     monkeypatch.setenv("CPBOOK_CACHE", str(tmp_path))
     assert cache.cache_root() == tmp_path
+
+
+def test_sha256_of_a_known_file(tmp_path):
+    (tmp_path / "f").write_bytes(b"abc")
+    assert cache.sha256_file(tmp_path / "f") == "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"

