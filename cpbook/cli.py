@@ -1,9 +1,9 @@
 """`cpbook list` and `cpbook run CHAPTER -p NAME VALUE ...`: rerun a chapter with other parameters.
 
 `run` executes the chapter with papermill into runs/<chapter>.ipynb (or back into book/ with
---in-place, which is how the stored chapters are refreshed). Parameter names are checked against
-the chapter's `parameters` cell before the kernel starts; their values are checked by the
-chapter's first cell, before anything is trained or written.
+--in-place, which is how the stored chapters are refreshed). Parameter names and values are
+checked against the chapter's declared parameters (`cpbook.chapters`) before the kernel starts,
+with the same messages the chapter's first cell gives.
 """
 from __future__ import annotations
 
@@ -13,7 +13,10 @@ import os
 import sys
 from pathlib import Path
 
-BOOK = Path(__file__).resolve().parents[1] / "book"
+import papermill as pm
+
+from .chapters import BOOK, check_values, default_values, parameter_specs
+from .notebooks import clean_file
 
 
 def chapters() -> dict[str, Path]:
@@ -31,11 +34,14 @@ def find_chapter(name: str) -> Path:
     raise SystemExit(f"cpbook: no chapter '{name}'; chapters: {', '.join(found) or '(none)'}")
 
 
-def parameters_of(path: Path) -> dict:
-    """The names and default values of a chapter's `parameters` cell."""
-    import papermill as pm
-
-    return {name: info["default"] for name, info in pm.inspect_notebook(str(path)).items()}
+def describe(stem: str) -> str:
+    """A chapter's parameters, one line each: name, value in the stored chapter, type, range, description."""
+    lines = [stem]
+    values = default_values(stem)
+    for name, spec in parameter_specs(stem).items():
+        shown = "(preset)" if values[name] is None else repr(values[name])
+        lines.append(f"    {name:<16} = {shown:<12} {spec.type_name:<16} {spec.allowed()}: {spec.doc}")
+    return "\n".join(lines)
 
 
 def parse_value(text: str):
@@ -58,27 +64,20 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     if args.command == "list":
-        for stem, path in chapters().items():
-            params = ", ".join(f"{k}={v}" for k, v in parameters_of(path).items())
-            print(f"{stem}\n    {params}")
+        print("\n".join(describe(stem) for stem in chapters()))
         return 0
 
     path = find_chapter(args.chapter)
-    known = parameters_of(path)
     values = {name: parse_value(value) for name, value in args.parameter}
-    unknown = sorted(set(values) - set(known))
-    if unknown:
-        raise SystemExit(f"cpbook: unknown parameter(s) {', '.join(unknown)} for {path.stem}; "
-                         f"it takes: {', '.join(known)}")
+    try:
+        check_values(path.stem, values)
+    except ValueError as err:          # ParameterError, or an unknown model or language
+        raise SystemExit(f"cpbook: {path.stem}: {err}") from None
     output = path if args.in_place else (args.output or Path("runs") / path.name)
     output.parent.mkdir(parents=True, exist_ok=True)
     # papermill saves as it goes: run into a temporary file beside the output and move it into
     # place only on success, so a failed or interrupted run never replaces a good notebook
     running = output.with_name(f".{output.stem}.running.ipynb")
-
-    import papermill as pm
-
-    from .notebooks import clean_file
 
     try:
         pm.execute_notebook(str(path), str(running), parameters=values, cwd=str(path.parent),

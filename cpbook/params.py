@@ -1,13 +1,22 @@
-"""Chapter parameters: declared once with their allowed ranges, checked before any work starts.
+"""Parameters: declared once, as dataclass fields, with their type, range and description.
 
-A chapter's `parameters` cell assigns plain values (papermill may override them). The next cell
-hands the notebook's namespace to `collect`, which rejects names it does not know (a typo in
-`-p alpah 0.3` must not silently run the default) and values out of range, with a message that
-names the parameter and what it allows.
+    @dataclass(frozen=True)
+    class TuneConfig:
+        lr: float = param("peak learning rate", 1e-7, 1.0, default=1e-4)
+
+`specs(TuneConfig)` reads the declarations back as `Param`s, and everything else derives from
+them: validation (`check_all`, `validate`), `cpbook list`, the command-line options of the
+runners, and the typed `parameters` cells of the chapters (`parameters_cell`), which papermill's
+`--help-notebook` reads. A chapter's `parameters` cell assigns plain values (papermill may
+override them); the next cell hands them to the library, which rejects names it does not know (a
+typo in `-p alpah 0.3` must not silently run the default) and values out of range, with a message
+that names the parameter and what it allows, before any work starts.
 """
 from __future__ import annotations
 
+import dataclasses
 import types
+import typing
 from dataclasses import dataclass
 
 
@@ -18,16 +27,34 @@ class ParameterError(ValueError):
 @dataclass(frozen=True)
 class Param:
     name: str
-    kind: type                     # int, float or str
+    kind: type                     # int, float, str, bool, list[float] or list[str]
     doc: str
-    low: float | None = None       # inclusive bounds, None for unbounded
+    low: float | None = None       # inclusive bounds (of each item, for a list), None for unbounded
     high: float | None = None
     choices: tuple | None = None
     optional: bool = False         # None allowed (meaning "take it from the preset")
 
+    @property
+    def item(self) -> type | None:
+        """The item type of a list parameter (None for a scalar one)."""
+        return typing.get_args(self.kind)[0] if typing.get_origin(self.kind) is list else None
+
+    @property
+    def type_name(self) -> str:
+        """The type as Python writes it: 'int', 'list[float]', 'Optional[int]'."""
+        name = f"list[{self.item.__name__}]" if self.item else self.kind.__name__
+        return f"Optional[{name}]" if self.optional else name
+
     def allowed(self) -> str:
+        if self.item is not None:
+            return "a non-empty list, each item " + Param(self.name, self.item, self.doc, self.low, self.high,
+                                                          self.choices).allowed()
         if self.choices is not None:
             return "one of " + ", ".join(repr(c) for c in self.choices)
+        if self.kind is str:
+            return "a string"
+        if self.kind is bool:
+            return "True or False"
         lo = "-inf" if self.low is None else f"{self.low:g}"
         hi = "inf" if self.high is None else f"{self.high:g}"
         kind = "an integer" if self.kind is int else "a number"
@@ -39,11 +66,12 @@ class Param:
             if self.optional:
                 return None
             raise ParameterError(f"parameter '{self.name}' must be set: {self.allowed()} ({self.doc})")
-        if self.kind is list:            # a list of numbers, each within [low, high]
+        if self.item is not None:
             if not isinstance(value, (list, tuple)) or not value:
-                raise ParameterError(f"parameter '{self.name}' = {value!r} must be a non-empty list of numbers "
-                                     f"in [{self.low:g}, {self.high:g}] ({self.doc})")
-            return [Param(self.name, float, self.doc, self.low, self.high).check(v) for v in value]
+                raise ParameterError(f"parameter '{self.name}' = {value!r} has the wrong type: "
+                                     f"it must be {self.allowed()} ({self.doc})")
+            each = Param(self.name, self.item, self.doc, self.low, self.high, self.choices)
+            return [each.check(v) for v in value]
         if self.kind is int:
             ok = isinstance(value, int) and not isinstance(value, bool) or (
                 isinstance(value, float) and value.is_integer())
@@ -62,6 +90,58 @@ class Param:
             raise ParameterError(f"parameter '{self.name}' = {value!r} is out of range: "
                                  f"it must be {self.allowed()} ({self.doc})")
         return value
+
+
+# --- declaring parameters as dataclass fields -------------------------------------------------
+
+KINDS = (int, float, str, bool, list[float], list[str])
+
+
+def param(doc: str, low: float | None = None, high: float | None = None, choices: tuple | None = None,
+          default=dataclasses.MISSING):
+    """A dataclass field that is also a declared parameter (its type is the field's annotation).
+    A list default is given to the dataclass as a factory, so instances never share it."""
+    meta = {"param": dict(doc=doc, low=low, high=high, choices=choices)}
+    if isinstance(default, list):
+        return dataclasses.field(default_factory=lambda: list(default), metadata=meta)
+    return dataclasses.field(default=default, metadata=meta)
+
+
+def param_like(spec: Param, default=dataclasses.MISSING):
+    """A dataclass field declared by an existing Param (one declaration, used in two places)."""
+    return param(spec.doc, spec.low, spec.high, spec.choices, default=default)
+
+
+def specs(cls, optional: bool = False) -> dict[str, Param]:
+    """The parameters a dataclass declares with `param`, in field order. With optional=True each
+    also accepts None (a chapter's "take it from the preset")."""
+    hints = typing.get_type_hints(cls)
+    out = {}
+    for f in dataclasses.fields(cls):
+        if "param" in f.metadata:
+            if hints[f.name] not in KINDS:
+                raise TypeError(f"{cls.__name__}.{f.name}: a parameter's type must be one of {KINDS}, "
+                                f"not {hints[f.name]}")
+            out[f.name] = Param(f.name, hints[f.name], optional=optional, **f.metadata["param"])
+    return out
+
+
+def validate(obj):
+    """Check every declared parameter of a dataclass instance; returns it unchanged."""
+    for name, spec in specs(type(obj)).items():
+        spec.check(getattr(obj, name))
+    return obj
+
+
+def defaults(cls) -> dict:
+    """The declared parameters of a dataclass that have a default value, with that value."""
+    out = {}
+    for f in dataclasses.fields(cls):
+        if "param" in f.metadata and f.default is not dataclasses.MISSING:
+            out[f.name] = f.default
+        elif "param" in f.metadata and f.default_factory is not dataclasses.MISSING:
+            out[f.name] = f.default_factory()
+    return out
 
 
 # Names IPython puts in a notebook's namespace; they are not chapter parameters.

@@ -5,10 +5,9 @@ from pathlib import Path
 import papermill as pm
 import pytest
 
-from cpbook.cli import chapters, main, parameters_of
+from cpbook import chapters as book
+from cpbook.cli import chapters, describe, main
 from cpbook.notebooks import problems
-from cpbook.synthetic.chapter import BEYOND_SPECS, CONJUGATE_SPECS, G_SPECS
-from cpbook.synthetic.config import FT_SPECS, SPECS
 
 CHAPTERS = sorted(chapters().values())
 REPO = Path(__file__).resolve().parents[1]
@@ -26,18 +25,36 @@ def test_chapter_is_clean_executed_and_parameterised(path):
     assert problems(path) == []
 
 
-EXPECTED_PARAMETERS = {
-    "01_pretraining": set(SPECS),
-    "02_forgetting": set(SPECS) | set(FT_SPECS) | set(BEYOND_SPECS),
-    "03_task_inference": set(SPECS) | set(FT_SPECS) | set(G_SPECS),
-    "04_conjugate_prompting": set(SPECS) | set(FT_SPECS) | set(CONJUGATE_SPECS),
-}
+def test_every_chapter_declares_its_parameters():
+    assert [p.stem for p in CHAPTERS] == list(book.CHAPTERS)
 
 
-def test_synthetic_chapters_take_exactly_the_declared_parameters():
-    for path in CHAPTERS:
-        if path.stem in EXPECTED_PARAMETERS:
-            assert set(parameters_of(path)) == EXPECTED_PARAMETERS[path.stem], path.stem
+@pytest.mark.parametrize("path", CHAPTERS, ids=lambda p: p.stem)
+def test_the_parameters_cell_is_the_one_the_declarations_make(path):
+    """The stored cell is generated from the declarations (cpbook.chapters.parameters_cell), so
+    names, defaults, types and descriptions cannot drift apart. To refresh a chapter's cell, paste
+    the generated text into it and rerun the chapter."""
+    nb = pm.iorw.load_notebook_node(str(path))
+    cell = next(c for c in nb.cells if "parameters" in c.metadata.get("tags", []))
+    assert cell.source == book.parameters_cell(path.stem)
+
+
+@pytest.mark.parametrize("path", CHAPTERS, ids=lambda p: p.stem)
+def test_papermill_sees_each_parameter_with_its_type_and_description(path):
+    found = pm.inspect_notebook(str(path))
+    declared = book.parameter_specs(path.stem)
+    assert list(found) == list(declared)
+    for name, spec in declared.items():
+        assert found[name]["inferred_type_name"] == spec.type_name, name
+        assert found[name]["help"] == spec.doc, name
+
+
+def test_cpbook_list_shows_value_range_and_description(capsys):
+    assert main(["list"]) == 0
+    out = capsys.readouterr().out
+    assert "alpha" in out and "a number in [0, 1]" in out and "(preset)" in out
+    assert "'gemma-3-270m'" in out and "the pretrained model" in out
+    assert describe("02_forgetting").count("\n") == len(book.parameter_specs("02_forgetting"))
 
 
 @pytest.mark.parametrize("chapter, name, value, words", [
@@ -63,10 +80,22 @@ def test_bad_parameter_stops_the_first_cell_and_writes_nothing(tmp_path, monkeyp
     assert not cache.exists() or not any(cache.rglob("*"))
 
 
-def test_cli_rejects_an_unknown_parameter_before_starting_a_kernel(capsys):
+@pytest.mark.parametrize("chapter, name, value, words", [
+    ("01", "alpah", "0.3", ["unknown parameter", "'alpah'", "alpha"]),
+    ("01", "alpha", "1.5", ["'alpha'", "[0, 1]"]),
+    ("01", "d", "2.5", ["'d'", "wrong type"]),
+    ("02", "ft_lr", "fast", ["'ft_lr'", "wrong type"]),
+    ("01", "n_head", "3", ["n_embd", "divisible"]),
+    ("04", "gammas", "[1.0, -2.0]", ["'gammas'", "out of range"]),
+    ("05", "tuned", "alpaca-13b", ["unknown model 'alpaca-13b'"]),
+    ("05", "reference", "klingon", ["'klingon'"]),
+])
+def test_cli_checks_names_and_values_before_starting_a_kernel(monkeypatch, chapter, name, value, words):
+    monkeypatch.setattr(pm, "execute_notebook", lambda *a, **k: pytest.fail("a kernel was started"))
     with pytest.raises(SystemExit) as err:
-        main(["run", "01", "-p", "alpah", "0.3"])
-    assert "unknown parameter" in str(err.value) and "alpha" in str(err.value)
+        main(["run", chapter, "-p", name, value])
+    for w in words:
+        assert w in str(err.value)
 
 
 def test_cli_rejects_an_unknown_chapter():
@@ -79,8 +108,15 @@ def test_a_failed_in_place_rerun_leaves_the_stored_chapter_untouched(tmp_path, m
     monkeypatch.chdir(tmp_path)
     stored = REPO / "book/01_pretraining.ipynb"
     before = stored.read_bytes()
+
+    def fail_in_the_kernel(*args, **kwargs):
+        # what papermill leaves when a cell raises: a partial notebook, then the error
+        Path(args[1]).write_text("{}")
+        raise pm.PapermillExecutionError(3, 3, "ValueError", "boom", "ValueError: boom", [])
+
+    monkeypatch.setattr(pm, "execute_notebook", fail_in_the_kernel)
     with pytest.raises(pm.PapermillExecutionError):
-        main(["run", "01", "--in-place", "-p", "alpha", "1.5"])
+        main(["run", "01", "--in-place", "-p", "alpha", "0.3"])
     assert stored.read_bytes() == before
     assert not list(stored.parent.glob(".*.running.ipynb"))
     assert (tmp_path / "runs/01_pretraining.failed.ipynb").exists()

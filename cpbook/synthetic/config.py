@@ -1,43 +1,44 @@
 """The synthetic world's configuration: scale presets, parameter ranges, validation.
 
-`make_config(preset, **overrides)` is what every synthetic chapter calls first. A value of None
-means "take it from the preset". Anything unknown or out of range raises ParameterError before
-any model is built, trained or written to the cache.
+Each parameter is declared once, as a field of SyntheticConfig or FinetuneConfig (its type, range
+and description); `make_config(preset, **overrides)` is what every synthetic chapter calls
+first. A value of None means "take it from the preset". Anything unknown or out of range raises
+ParameterError before any model is built, trained or written to the cache.
 """
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-from ..params import Param, ParameterError, check_all
-
-# Bumped when a change to the code makes old cached models stale.
-CACHE_VERSION = 1
+from ..params import ParameterError, check_all, param, specs
 
 
 @dataclass(frozen=True)
 class SyntheticConfig:
-    # the regression world (paper-facts: d=20, N=64, sigma=tau=1, k in 0..40)
-    d: int
-    n_tasks: int
-    alpha: float
-    sigma: float
-    tau: float
-    k_max: int
+    """The pretraining world, model and schedule. No field has a default: a preset supplies them."""
+
+    # the regression world (the paper: d=20, N=64, sigma=tau=1, k in 0..40)
+    d: int = param("input dimension", 1, 256)
+    n_tasks: int = param("number N of fixed tasks in D_disc", 1, 1_000_000)
+    alpha: float = param("weight of D_disc in the pretraining mixture (the paper does not state it)", 0.0, 1.0)
+    sigma: float = param("label noise standard deviation", 1e-3, 100.0)
+    tau: float = param("scale of the task prior: w ~ N(0, tau^2 I)", 1e-3, 100.0)
+    k_max: int = param("largest number of in-context examples", 1, 512)
     # the model
-    n_layer: int
-    n_embd: int
-    n_head: int
+    n_layer: int = param("transformer layers", 1, 48)
+    n_embd: int = param("transformer width", 8, 4096)
+    n_head: int = param("attention heads", 1, 64)
     # pretraining
-    steps: int
-    lr: float
-    batch_size: int
-    warmup_steps: int
+    steps: int = param("pretraining steps", 1, 10_000_000)
+    lr: float = param("peak learning rate", 1e-7, 1.0)
+    batch_size: int = param("prompts per step", 1, 65_536)
+    warmup_steps: int = param("linear warm-up steps", 0, 10_000_000)
     # seeds, one per purpose
-    task_seed: int
-    data_seed: int
-    eval_seed: int
+    task_seed: int = param("seed of the N discrete tasks", 0, 2**31 - 1)
+    data_seed: int = param("seed of the training prompts", 0, 2**31 - 1)
+    init_seed: int = param("seed of the model's initial weights", 0, 2**31 - 1)
+    eval_seed: int = param("seed of the evaluation prompts", 0, 2**31 - 1)
     # evaluation
-    eval_prompts: int
+    eval_prompts: int = param("evaluation prompts per prior", 10, 10_000_000)
 
     @property
     def n_points(self) -> int:
@@ -45,36 +46,24 @@ class SyntheticConfig:
         return self.k_max + 1
 
     def pretrain_key(self) -> dict:
-        """What identifies the pretrained model in the cache (evaluation settings excluded)."""
+        """What determines the pretrained model (the evaluation settings do not)."""
         key = asdict(self)
         for name in ("eval_seed", "eval_prompts"):
             key.pop(name)
-        key["cache_version"] = CACHE_VERSION
         return key
 
 
-SPECS = {p.name: p for p in [
-    Param("preset", str, "scale preset", choices=("cpu", "paper")),
-    Param("d", int, "input dimension", 1, 256, optional=True),
-    Param("n_tasks", int, "number N of fixed tasks in D_disc", 1, 1_000_000, optional=True),
-    Param("alpha", float, "weight of D_disc in the pretraining mixture", 0.0, 1.0, optional=True),
-    Param("sigma", float, "label noise standard deviation", 1e-3, 100.0, optional=True),
-    Param("tau", float, "standard deviation of each task coordinate", 1e-3, 100.0, optional=True),
-    Param("k_max", int, "largest number of in-context examples", 1, 512, optional=True),
-    Param("n_layer", int, "transformer layers", 1, 48, optional=True),
-    Param("n_embd", int, "transformer width", 8, 4096, optional=True),
-    Param("n_head", int, "attention heads", 1, 64, optional=True),
-    Param("steps", int, "pretraining steps", 1, 10_000_000, optional=True),
-    Param("lr", float, "peak learning rate", 1e-7, 1.0, optional=True),
-    Param("batch_size", int, "prompts per step", 1, 65_536, optional=True),
-    Param("warmup_steps", int, "linear warm-up steps", 0, 10_000_000, optional=True),
-    Param("task_seed", int, "seed of the N discrete tasks", 0, 2**31 - 1, optional=True),
-    Param("data_seed", int, "seed of the training prompts", 0, 2**31 - 1, optional=True),
-    Param("eval_seed", int, "seed of the evaluation prompts", 0, 2**31 - 1, optional=True),
-    Param("eval_prompts", int, "evaluation prompts per prior", 10, 10_000_000, optional=True),
-]}
+@dataclass(frozen=True)
+class Preset:
+    preset: str = param("scale preset: 'cpu' runs in minutes on 2 cores, 'paper' is the paper's scale "
+                        "(for a GPU)", choices=("cpu", "paper"), default="cpu")
 
-_SEEDS = dict(task_seed=0, data_seed=1, eval_seed=2)
+
+SPECS = {**specs(Preset), **specs(SyntheticConfig, optional=True)}
+
+# init_seed = 1 is the seed the model's initialisation has always drawn from (it used to share
+# data_seed), so the stored chapters keep their numbers.
+_SEEDS = dict(task_seed=0, data_seed=1, init_seed=1, eval_seed=2)
 
 PRESETS = {
     # Runs from scratch in minutes on 2 CPU cores: a smaller world (d, N, k_max) and model,
@@ -113,30 +102,17 @@ def make_config(preset: str = "cpu", **overrides) -> SyntheticConfig:
 class FinetuneConfig:
     """Fine-tuning of the chapter-1 model (the paper: 400 steps on D_disc; lr not stated)."""
 
-    ft_steps: int
-    ft_lr: float
-    ft_batch_size: int
-    ft_replay: float        # share of D_cont prompts mixed into the fine-tuning data (0: pure D_disc)
-    ft_task_seed: int       # -1: the pretraining tasks; otherwise a fresh set of N tasks from this seed
-    ft_data_seed: int
-    monitor_every: int      # held-out errors are recorded every this many fine-tuning steps
-
-    def key(self) -> dict:
-        out = asdict(self)
-        out.pop("monitor_every")
-        return out
+    ft_steps: int = param("fine-tuning steps", 1, 1_000_000)
+    ft_lr: float = param("fine-tuning learning rate (constant after warm-up)", 1e-7, 1.0)
+    ft_batch_size: int = param("prompts per fine-tuning step", 1, 65_536)
+    ft_replay: float = param("share of D_cont prompts replayed during fine-tuning (0 in the paper)", 0.0, 1.0)
+    ft_task_seed: int = param("-1: fine-tune on the pretraining tasks; else the seed of a new task set",
+                              -1, 2**31 - 1)
+    ft_data_seed: int = param("seed of the fine-tuning prompts", 0, 2**31 - 1)
+    monitor_every: int = param("fine-tuning steps between held-out evaluations", 1, 1_000_000)
 
 
-FT_SPECS = {p.name: p for p in [
-    Param("ft_steps", int, "fine-tuning steps", 1, 1_000_000, optional=True),
-    Param("ft_lr", float, "fine-tuning learning rate (constant after warm-up)", 1e-7, 1.0, optional=True),
-    Param("ft_batch_size", int, "prompts per fine-tuning step", 1, 65_536, optional=True),
-    Param("ft_replay", float, "share of D_cont prompts replayed during fine-tuning", 0.0, 1.0, optional=True),
-    Param("ft_task_seed", int, "-1 for the pretraining tasks, else the seed of a new task set", -1, 2**31 - 1,
-          optional=True),
-    Param("ft_data_seed", int, "seed of the fine-tuning prompts", 0, 2**31 - 1, optional=True),
-    Param("monitor_every", int, "steps between held-out evaluations", 1, 1_000_000, optional=True),
-]}
+FT_SPECS = specs(FinetuneConfig, optional=True)
 
 FT_PRESETS = {
     "cpu": dict(ft_steps=400, ft_lr=1e-3, ft_batch_size=128, ft_replay=0.0, ft_task_seed=-1,
@@ -158,3 +134,28 @@ def make_configs(preset: str = "cpu", **overrides) -> tuple[SyntheticConfig, Fin
     values = dict(FT_PRESETS[preset])
     values.update({k: v for k, v in checked.items() if v is not None})
     return cfg, FinetuneConfig(**values)
+
+
+# --- each chapter's own parameters, beyond the pretraining and fine-tuning configs -------------
+
+@dataclass(frozen=True)
+class ForgettingVariants:
+    """Chapter 2: the fine-tuning variants beyond the paper."""
+    replay: float = param("share of D_cont replayed in the replay variant", 0.0, 1.0, default=0.25)
+    other_task_seed: int = param("seed of the different task set in that variant", 0, 2**31 - 1, default=100)
+
+
+@dataclass(frozen=True)
+class GEstimation:
+    """Chapter 3: how g_theta is read off the models."""
+    g_prompts: int = param("contexts per prior for the g estimates", 10, 100_000, default=300)
+    n_queries: int = param("queries per context", 2, 1024, default=16)
+
+
+@dataclass(frozen=True)
+class ConjugateSweep:
+    """Chapter 4: the label scales of conjugate prompting."""
+    gammas: list[float] = param("label scales to sweep (1: no transform)", 0.01, 1000.0,
+                                default=[1.0, 1.25, 1.5, 2.0, 3.0, 4.0, 8.0])
+    adaptive_gamma: float = param("gamma applied by the per-prompt rule (beyond the paper)", 0.01, 1000.0,
+                                  default=2.0)

@@ -1,0 +1,100 @@
+"""The book's chapters and the parameters each one takes.
+
+A chapter's parameters are the union of a few declared dataclasses (`cpbook.params.param`
+fields): the scale preset, the pretraining config, the fine-tuning config and the chapter's own.
+From that one declaration come the chapter's `parameters` cell (`parameters_cell`, which a test
+keeps identical to the stored notebook, with the types papermill's `--help-notebook` shows),
+`cpbook list`, and the checks `cpbook run` makes before it starts a kernel (`check_values`).
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from .llm.models import check_model
+from .llm.prompts import check_surface
+from .params import Param, check_all, defaults, param, specs
+from .synthetic.config import (ConjugateSweep, FinetuneConfig, ForgettingVariants, GEstimation, Preset,
+                               SyntheticConfig, make_configs)
+
+BOOK = Path(__file__).resolve().parents[1] / "book"
+
+
+@dataclass(frozen=True)
+class ICLChapter:
+    """Chapter 5: which stored results to compare."""
+    base: str = param("the pretrained model (a registry name)", default="gemma-3-270m")
+    tuned: str = param("the same model after instruction tuning (made here)", default="gemma-3-270m-instruct")
+    cross_family: list[str] = param("other families, shown beside the base",
+                                    default=["smollm2-135m-instruct", "qwen2.5-coder-0.5b-instruct"])
+    reference: str = param("the language of the instruction-tuning data", default="en")
+
+
+# (dataclass, optional): optional groups default to None, "take the value from the preset".
+_SYNTHETIC = ((Preset, False), (SyntheticConfig, True))
+_FINETUNED = _SYNTHETIC + ((FinetuneConfig, True),)
+CHAPTERS = {
+    "01_pretraining": _SYNTHETIC,
+    "02_forgetting": _FINETUNED + ((ForgettingVariants, False),),
+    "03_task_inference": _FINETUNED + ((GEstimation, False),),
+    "04_conjugate_prompting": _FINETUNED + ((ConjugateSweep, False),),
+    "05_icl_vs_instructions": ((ICLChapter, False),),
+}
+
+
+def chapter_path(stem: str) -> Path:
+    return BOOK / f"{stem}.ipynb"
+
+
+def parameter_specs(stem: str) -> dict[str, Param]:
+    """Every parameter chapter `stem` takes, in the order its parameters cell lists them."""
+    out = {}
+    for cls, optional in CHAPTERS[stem]:
+        out.update(specs(cls, optional=optional))
+    return out
+
+
+def default_values(stem: str) -> dict:
+    """The value each parameter has in the chapter's parameters cell (None: from the preset)."""
+    out = {}
+    for cls, optional in CHAPTERS[stem]:
+        given = defaults(cls)
+        out.update({name: None if optional else given[name] for name in specs(cls)})
+    return out
+
+
+def _literal(value) -> str:
+    """A value as the parameters cell writes it: strings in double quotes, as papermill does."""
+    if isinstance(value, str):
+        return json.dumps(value)
+    if isinstance(value, list):
+        return "[" + ", ".join(_literal(v) for v in value) + "]"
+    return repr(value)
+
+
+def parameters_cell(stem: str) -> str:
+    """The source of chapter `stem`'s parameters cell: one line per parameter with its value, its
+    type (as a `# type:` comment, which papermill's --help-notebook reads) and its description."""
+    lines = []
+    if any(optional for _, optional in CHAPTERS[stem]):
+        lines.append("# None: the value of the preset (chapter 1 shows the resolved configuration)")
+    values = default_values(stem)
+    for name, spec in parameter_specs(stem).items():
+        lines.append(f"{name} = {_literal(values[name])}  # type: {spec.type_name}  {spec.doc}")
+    return "\n".join(lines)
+
+
+def check_values(stem: str, values: dict) -> None:
+    """Raise ParameterError or ValueError, as the chapter's first cell would, before any work:
+    unknown names, wrong types, values out of range, unknown models or languages."""
+    given = {**default_values(stem), **values}
+    checked = check_all(parameter_specs(stem), given)
+    if stem == "05_icl_vs_instructions":
+        for name in [checked["base"], checked["tuned"], *checked["cross_family"]]:
+            check_model(name)
+        check_surface(checked["reference"])
+        return
+    synthetic = set(specs(Preset)) | set(specs(SyntheticConfig)) | set(specs(FinetuneConfig))
+    make_configs(**{k: v for k, v in checked.items() if k in synthetic})
+
