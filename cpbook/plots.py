@@ -4,6 +4,7 @@ from __future__ import annotations
 import matplotlib.pyplot as plt
 import pandas as pd
 import seaborn as sns
+from IPython.display import display
 
 # One colour per predictor, the same in every chapter.
 PALETTE = {
@@ -221,7 +222,5 @@ def margin_figure(margins: pd.DataFrame, order):
 def show(fig) -> None:
     """Display a figure exactly once and close it, whatever the notebook's matplotlib backend
     (so stored outputs and fresh runs hold the same single figure for nbval to compare)."""
-    from IPython.display import display
-
     display(fig)
     plt.close(fig)

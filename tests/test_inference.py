@@ -1,4 +1,4 @@
-"""g estimation, effective alpha, conjugate prompting and locality binning, checked on a "model"
+"""g estimation, both alpha estimators, conjugate prompting and locality binning, checked on a "model"
 that is exactly the Bayes mixture, so the right answers are known."""
 import numpy as np
 import pandas as pd
@@ -6,10 +6,10 @@ import pytest
 import torch
 
 from cpbook.synthetic.bayes import bayes_predictions
-from cpbook.synthetic.conjugate import conjugate_bayes, conjugate_predict, scale_labels
-from cpbook.synthetic.evaluate import errors_by_k
+from cpbook.synthetic.conjugate import conjugate_bayes, conjugate_predict, gamma_rules, scale_labels
+from cpbook.synthetic.evaluate import errors_by_k, evaluate, output_matched_alpha
 from cpbook.synthetic.forgetting import closest_minus_farthest, locality_rows
-from cpbook.synthetic.inference import effective_alpha, estimate_g, fit_alpha, mixture_at
+from cpbook.synthetic.inference import estimate_g, g_matched_alpha, g_matched_alphas, g_table
 from cpbook.synthetic.tasks import Prior, discrete_tasks, sample_prompts
 
 D, N, SIGMA, TAU = 3, 4, 0.5, 1.0
@@ -39,16 +39,63 @@ def test_estimate_g_recovers_the_mixture_weight_of_a_bayes_model(alpha):
     assert np.allclose(est.g_model[ok], est.g_bayes[ok], atol=1e-3)
     mixed = ok & (est.g_bayes > 0.05) & (est.g_bayes < 0.95)   # where both branches matter (else r2 is 0/0)
     assert est.r2[mixed].min() > 0.999                # Eq. 7 describes such a model exactly
-    assert abs(fit_alpha(est.g_model, est.llr) - alpha) < 0.01
+    assert abs(g_matched_alpha(est.g_model, est.llr) - alpha) < 0.01
 
 
-def test_effective_alpha_reads_the_prior_weight_off_predictions():
+def test_g_matched_alphas_read_each_models_prior_weight_with_an_interval():
+    p = {"D_disc": prompts(1.0, n=60), "D_cont": prompts(0.0, n=60, seed=1)}
+    table = pd.concat([g_table(estimate_g(BayesMixtureModel(a), q, TASKS, SIGMA, TAU, 0.5, n_queries=8), prior, name)
+                       for name, a in (("low", 0.1), ("high", 0.8)) for prior, q in p.items()])
+    fits = g_matched_alphas(table, n_boot=50)
+    assert list(fits.index) == ["low", "high"]
+    for name, a in (("low", 0.1), ("high", 0.8)):
+        assert abs(fits.loc[name, "estimate"] - a) < 0.01
+        assert fits.loc[name, "low"] <= fits.loc[name, "estimate"] <= fits.loc[name, "high"]
+
+
+def test_output_matched_alpha_reads_the_prior_weight_off_predictions():
     p = prompts(0.5, n=300)
     bayes = bayes_predictions(p.xs, p.ys, TASKS, SIGMA, TAU, 0.5)
     for alpha in (0.1, 0.5, 0.95):
         pred = BayesMixtureModel(alpha)(p.xs, p.ys).double()
-        assert abs(effective_alpha([pred], [bayes]) - alpha) < 0.02
-    assert torch.allclose(mixture_at(bayes, 0.5), bayes.mixture)
+        assert abs(output_matched_alpha([pred], [bayes]) - alpha) < 0.02
+    assert torch.allclose(bayes.mixture_at(0.5), bayes.mixture)
+    assert torch.equal(bayes.mixture_at(0.0), bayes.ridge) and torch.equal(bayes.mixture_at(1.0), bayes.discrete)
+
+
+def test_an_evaluation_computes_each_prediction_once_and_its_tables_derive_from_them():
+    calls = []
+
+    class Counting(BayesMixtureModel):
+        def forward(self, xs, ys):
+            calls.append(len(xs))
+            return super().forward(xs, ys)
+
+    p = {"D_disc": prompts(1.0, n=30), "D_cont": prompts(0.0, n=30, seed=1)}
+    ev = evaluate({"a": Counting(0.3)}, p, TASKS, SIGMA, TAU, 0.5)
+    more = ev.with_models({"b": Counting(0.9)})
+    assert len(calls) == 4                          # each model once per prior, never again
+    assert more.models == ["a", "b"] and more.bayes is ev.bayes
+    errors = more.errors
+    assert set(errors["predictor"]) == {"a", "b", "ridge", "discrete", "mixture"}
+    assert len(errors) == 2 * 5 * 30 * 6
+    cont = errors[(errors["prior"] == "D_cont") & (errors["predictor"] == "b")]
+    expected = ((BayesMixtureModel(0.9)(p["D_cont"].xs, p["D_cont"].ys).double() - p["D_cont"].ys.double()) ** 2 / D)
+    assert np.allclose(cont["error"].to_numpy(), expected.numpy().reshape(-1))
+    assert abs(more.output_matched_alpha("b") - 0.9) < 0.03 and abs(more.output_matched_alpha("a") - 0.3) < 0.03
+    assert len(calls) == 4
+
+
+def test_the_per_prompt_rule_transforms_exactly_where_g_is_below_one_half():
+    p = prompts(0.5, n=40)
+    g = bayes_predictions(p.xs, p.ys, TASKS, SIGMA, TAU, 0.5).g
+    model = BayesMixtureModel(0.5)
+    rules = gamma_rules(model, p, g, 2.0)
+    plain, scaled = rules["never (gamma = 1)"], rules["always (gamma = 2)"]
+    chosen = rules["per prompt, by Bayes g"]
+    assert (g < 0.5).any() and (g >= 0.5).any()
+    assert torch.equal(chosen[g < 0.5], scaled[g < 0.5]) and torch.equal(chosen[g >= 0.5], plain[g >= 0.5])
+    assert not torch.equal(plain, scaled)
 
 
 def test_label_scaling_round_trip_is_exact_for_ridge_and_collapses_the_discrete_posterior():

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from cpbook.llm.prompts import OPERATORS
+
 SUBJECTS = ["The old farmer", "My sister", "A small dog", "Our teacher", "The young pilot",
             "His grandmother", "The tired nurse", "A quiet student", "Their neighbour", "The baker",
             "My best friend", "The new manager", "A curious child", "The driver", "Your brother",
@@ -38,7 +40,6 @@ MATH_PHRASES = {
     "times": ["What is {a} times {b}?", "Multiply {a} by {b}.", "Compute {a} * {b}.",
               "What is the product of {a} and {b}?"],
 }
-OPS = {"plus": lambda a, b: a + b, "minus": lambda a, b: a - b, "times": lambda a, b: a * b}
 
 # (template, answer-leading text): the answer follows a colon with a space, or a new line.
 FORMATS = {
@@ -64,10 +65,10 @@ def sentence(rng: np.random.Generator) -> str:
 def _instruction(kind: str, rng: np.random.Generator) -> tuple[str, str]:
     """One (instruction, answer) pair of the given kind."""
     if kind == "math":
-        op = list(OPS)[rng.integers(len(OPS))]
+        op = list(OPERATORS)[rng.integers(len(OPERATORS))]
         a, b = (int(x) for x in rng.integers(2, 31, size=2))
         phrase = MATH_PHRASES[op][rng.integers(len(MATH_PHRASES[op]))]
-        return phrase.format(a=a, b=b), str(OPS[op](a, b))
+        return phrase.format(a=a, b=b), str(OPERATORS[op](a, b))
     s = sentence(rng)
     words = s.rstrip(".").split()
     if kind == "blank_first":

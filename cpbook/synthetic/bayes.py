@@ -41,6 +41,12 @@ class BayesPredictions:
     log_p_disc: torch.Tensor
     log_p_cont: torch.Tensor
 
+    def mixture_at(self, alpha: float) -> torch.Tensor:
+        """The Bayes mixture prediction under another prior weight alpha: g depends on alpha only
+        through the prior odds, so both branches and both likelihoods are reused."""
+        g = posterior_g(self.log_p_disc, self.log_p_cont, alpha)
+        return g * self.discrete + (1 - g) * self.ridge
+
 
 def _ridge_parts(xs, ys, sigma, tau):
     d = xs.shape[-1]

@@ -7,13 +7,16 @@ from dataclasses import asdict
 import pandas as pd
 
 from .. import plots
-from ..params import Param, check_all, notebook_values
+from ..params import check_all, notebook_values, specs
+from ..stats import LEVEL_ASSERTS
 from .bayes import bayes_predictions
 from .config import FinetuneConfig, SyntheticConfig, make_config, make_configs
-from .evaluate import Z99, paired_gap, predict
-from .inference import effective_alpha
+from .conjugate import conjugate_bayes, conjugate_predict
+from .evaluate import Evaluation, errors_by_k, paired_gap
+from .forgetting import damage_by_bin
+from .inference import estimate_g, g_table
 from .reference import compare_with_reference, paper_scale_baselines
-from .tasks import Prior, sample_prompts
+from .tasks import Prior, Prompts, sample_prompts
 
 
 def config_from_notebook(namespace: dict) -> SyntheticConfig:
@@ -21,29 +24,13 @@ def config_from_notebook(namespace: dict) -> SyntheticConfig:
     return make_config(**notebook_values(namespace))
 
 
-# Chapter 2's own parameters, for the variants beyond the paper.
-BEYOND_SPECS = {p.name: p for p in [
-    Param("replay", float, "share of D_cont replayed in the replay variant", 0.0, 1.0),
-    Param("other_task_seed", int, "seed of the different task set", 0, 2**31 - 1),
-]}
-
-G_SPECS = {p.name: p for p in [
-    Param("g_prompts", int, "contexts per prior for the g estimates", 10, 100_000),
-    Param("n_queries", int, "queries per context", 2, 1024),
-]}
-CONJUGATE_SPECS = {p.name: p for p in [
-    Param("gammas", list, "label scales to sweep (1 = no transform)", 0.01, 1000.0),
-    Param("adaptive_gamma", float, "gamma used by the per-prompt rule", 0.01, 1000.0),
-]}
-
-
-def configs_from_notebook(namespace: dict, extra: dict[str, Param] | None = None
-                          ) -> tuple[SyntheticConfig, FinetuneConfig]:
-    """Pretraining and fine-tuning configs from a chapter's parameters, validated; `extra` declares
-    the chapter's own parameters (checked here too, used by the notebook as they are)."""
+def configs_from_notebook(namespace: dict, extra=None) -> tuple[SyntheticConfig, FinetuneConfig]:
+    """Pretraining and fine-tuning configs from a chapter's parameters, validated; `extra` is the
+    dataclass declaring the chapter's own parameters (checked here too, used by the notebook as
+    they are)."""
     values = notebook_values(namespace)
-    extra = extra or {}
-    check_all(extra, {k: values.pop(k) for k in list(values) if k in extra})
+    own = specs(extra) if extra else {}
+    check_all(own, {k: values.pop(k) for k in list(values) if k in own})
     return make_configs(**values)
 
 
@@ -85,18 +72,18 @@ def small_and_large_k(cfg: SyntheticConfig) -> tuple[range, range]:
 
 
 def mixture_claims(errors: pd.DataFrame, cfg: SyntheticConfig, model: str = "transformer",
-                   z: float = Z99) -> pd.DataFrame:
-    """Paired error differences (99% intervals over prompts) that chapter 1 asserts on."""
+                   level: float = LEVEL_ASSERTS) -> pd.DataFrame:
+    """Paired error differences (intervals over prompts at `level`) that chapter 1 asserts on."""
     small, large = small_and_large_k(cfg)
     every = range(0, cfg.k_max + 1)
     wrong = {"D_disc": "ridge", "D_cont": "discrete"}           # the single-prior predictor that fails there
     rows = {
-        f"{model} - ridge on D_disc, small k": paired_gap(errors, "D_disc", model, "ridge", small, z),
-        f"{model} - discrete on D_cont, large k": paired_gap(errors, "D_cont", model, "discrete", large, z),
+        f"{model} - ridge on D_disc, small k": paired_gap(errors, "D_disc", model, "ridge", small, level),
+        f"{model} - discrete on D_cont, large k": paired_gap(errors, "D_cont", model, "discrete", large, level),
     }
     for prior, other in wrong.items():
-        rows[f"{model} - mixture on {prior}, all k"] = paired_gap(errors, prior, model, "mixture", every, z)
-        rows[f"wrong prior - mixture on {prior}, all k"] = paired_gap(errors, prior, other, "mixture", every, z)
+        rows[f"{model} - mixture on {prior}, all k"] = paired_gap(errors, prior, model, "mixture", every, level)
+        rows[f"wrong prior - mixture on {prior}, all k"] = paired_gap(errors, prior, other, "mixture", every, level)
     return pd.DataFrame({name: vars(iv) for name, iv in rows.items()}).T.round(4)
 
 
@@ -108,8 +95,8 @@ def gap_closed(claims: pd.DataFrame, model: str = "transformer") -> pd.Series:
                       for prior in ("D_disc", "D_cont")}, name="share of the gap closed").round(2)
 
 
-def paper_scale_reference(z: float = Z99) -> pd.DataFrame:
-    out = compare_with_reference(paper_scale_baselines(), z)
+def paper_scale_reference(level: float = LEVEL_ASSERTS) -> pd.DataFrame:
+    out = compare_with_reference(paper_scale_baselines(), level)
     return out.round({"ours": 3, "tolerance": 3})
 
 
@@ -122,7 +109,6 @@ def finetune_trajectory(history: list[dict], k_min: int = 1) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-
 def mean_error(errors: pd.DataFrame, k_min: int = 1) -> dict[str, dict[str, float]]:
     """prior -> predictor -> mean error / d over k >= k_min."""
     sel = errors[errors["k"] >= k_min]
@@ -130,33 +116,26 @@ def mean_error(errors: pd.DataFrame, k_min: int = 1) -> dict[str, dict[str, floa
     return {prior: table[prior].to_dict() for prior in table.index.get_level_values(0).unique()}
 
 
-
-def stack_bins(sources: dict[str, pd.DataFrame], z: float) -> pd.DataFrame:
+def stack_bins(sources: dict[str, pd.DataFrame], level: float) -> pd.DataFrame:
     """damage_by_bin for several sources of damage, stacked with a `source` column."""
-    from .forgetting import damage_by_bin
-
-    return pd.concat([damage_by_bin(rows, z).assign(source=name) for name, rows in sources.items()],
+    return pd.concat([damage_by_bin(rows, level).assign(source=name) for name, rows in sources.items()],
                      ignore_index=True)
 
 
-def variant_table(models: dict, prompts: dict, bayes: dict, errors: pd.DataFrame) -> pd.DataFrame:
-    """Per model: mean error / d on each prior (k >= 1) and its effective alpha (the prior weight
-    whose Bayes mixture best matches its predictions)."""
-    means = mean_error(errors)
+def variant_table(ev: Evaluation) -> pd.DataFrame:
+    """Per model: mean error / d on each prior (k >= 1) and its output-matched alpha (the prior
+    weight whose Bayes mixture best matches its predictions)."""
+    means = mean_error(ev.errors)
     rows = {}
-    for name, model in models.items():
-        rows[name] = {f"error on {prior}": means[prior][name] for prior in prompts}
-        rows[name]["effective alpha"] = effective_alpha([predict(model, p) for p in prompts.values()],
-                                                        [bayes[prior] for prior in prompts])
+    for name in ev.models:
+        rows[name] = {f"error on {prior}": means[prior][name] for prior in ev.prompts}
+        rows[name]["output-matched alpha"] = ev.output_matched_alpha(name)
     return pd.DataFrame(rows).T.round(3)
 
 
 def g_estimates(models: dict, prompts: dict, tasks, cfg: SyntheticConfig, n_prompts: int,
                 n_queries: int, seed: int) -> pd.DataFrame:
     """Tidy g_theta estimates (with the Bayes g beside them) for each model on each prior."""
-    from .inference import estimate_g, g_table
-    from .tasks import Prompts
-
     frames = []
     for prior, p in prompts.items():
         sub = Prompts(p.xs[:n_prompts], p.ys[:n_prompts], p.ws[:n_prompts])
@@ -166,14 +145,10 @@ def g_estimates(models: dict, prompts: dict, tasks, cfg: SyntheticConfig, n_prom
     return pd.concat(frames, ignore_index=True)
 
 
-
 def conjugate_errors(models: dict, prompts: dict, gammas, tasks, cfg: SyntheticConfig,
                      bayes_alpha: float) -> pd.DataFrame:
     """Errors of each model under the label-scaling transform for each gamma, with the Bayes
     mixture (prior weight `bayes_alpha`) under the same transform beside them."""
-    from .conjugate import conjugate_bayes, conjugate_predict
-    from .evaluate import errors_by_k
-
     frames = []
     for gamma in gammas:
         for prior, p in prompts.items():
@@ -181,7 +156,6 @@ def conjugate_errors(models: dict, prompts: dict, gammas, tasks, cfg: SyntheticC
             preds["Bayes mixture"] = conjugate_bayes(p, tasks, cfg.sigma, cfg.tau, bayes_alpha, gamma)[0]
             frames.append(errors_by_k(preds, p, prior).assign(gamma=gamma))
     return pd.concat(frames, ignore_index=True)
-
 
 
 def gamma_sweep(errors: pd.DataFrame, ks) -> pd.DataFrame:

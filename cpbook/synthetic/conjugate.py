@@ -34,3 +34,14 @@ def conjugate_bayes(prompts: Prompts, tasks, sigma: float, tau: float, alpha: fl
     scaled = scale_labels(prompts, gamma)
     b = bayes_predictions(scaled.xs, scaled.ys, tasks, sigma, tau, alpha)
     return b.mixture / gamma, b.g
+
+
+def gamma_rules(model, prompts: Prompts, g: torch.Tensor, gamma: float) -> dict[str, torch.Tensor]:
+    """Three ways to use the transform on prompts of unknown origin (beyond the paper), each the
+    model's prediction at every prefix: never (gamma = 1), always (the given gamma), and per prompt:
+    transform only where the Bayes posterior g (B, K) says the prompt is more likely from D_cont
+    (g < 0.5), since there the discrete branch the transform switches off is the wrong one."""
+    plain = conjugate_predict(model, prompts, 1.0)
+    scaled = conjugate_predict(model, prompts, gamma)
+    return {"never (gamma = 1)": plain, f"always (gamma = {gamma:g})": scaled,
+            "per prompt, by Bayes g": torch.where(g < 0.5, scaled, plain)}

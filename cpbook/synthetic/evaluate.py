@@ -2,27 +2,22 @@
 
 Errors are per prompt and per k, divided by d, with label noise included (as in the paper),
 so a perfect predictor of w still scores sigma^2 / d. Intervals are normal approximations over
-independent prompts (mean +- z * standard error); differences between two predictors are
+independent prompts (cpbook.stats.mean_interval); differences between two predictors are
 paired on the same prompts, which removes most of the prompt-to-prompt variance.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 import pandas as pd
 import torch
 
-from .bayes import bayes_predictions
+from .. import stats
+from .bayes import BayesPredictions, bayes_predictions
+from .model import model_device
 from .tasks import Prior, Prompts, sample_prompts
-
-Z99 = 2.5758293035489  # two-sided 99% normal quantile: the book's default confidence level
-Z95 = 1.959963984540054
-
-
-def model_device(model) -> torch.device:
-    """Where a model's parameters live (the CPU for a model without parameters)."""
-    return next(model.parameters(), torch.empty(0)).device
 
 
 @torch.no_grad()
@@ -56,46 +51,86 @@ def errors_by_k(predictions: dict[str, torch.Tensor], prompts: Prompts, prior_na
     return pd.concat(frames, ignore_index=True)
 
 
+BAYES_PREDICTORS = ("ridge", "discrete", "mixture")
+
+
+@dataclass
+class Evaluation:
+    """Some models evaluated on fixed prompt sets: every model's predictions and the Bayes
+    quantities (both branches, the mixture, g and the likelihoods), each computed once. The
+    tidy error table and the estimators derive from them, so a chapter never recomputes a
+    prediction it already has."""
+
+    prompts: dict[str, Prompts]                       # prior name -> prompts
+    bayes: dict[str, BayesPredictions]                # prior name -> Bayes quantities
+    predictions: dict[str, dict[str, torch.Tensor]]   # prior name -> model name -> (B, K)
+
+    def with_models(self, models: dict) -> "Evaluation":
+        """The same prompts with more models (name -> model), their predictions added; the Bayes
+        quantities and the predictions already made are reused."""
+        preds = {prior: {**named, **{name: predict(m, self.prompts[prior]) for name, m in models.items()}}
+                 for prior, named in self.predictions.items()}
+        return Evaluation(self.prompts, self.bayes, preds)
+
+    @property
+    def models(self) -> list[str]:
+        return list(next(iter(self.predictions.values())))
+
+    @cached_property
+    def errors(self) -> pd.DataFrame:
+        """One row per (prior, predictor, prompt, k): the models, then ridge, discrete regression
+        and the Bayes mixture, with the squared error divided by d."""
+        frames = []
+        for prior, p in self.prompts.items():
+            bayes = {name: getattr(self.bayes[prior], name) for name in BAYES_PREDICTORS}
+            frames.append(errors_by_k({**self.predictions[prior], **bayes}, p, prior))
+        return pd.concat(frames, ignore_index=True)
+
+    def output_matched_alpha(self, model: str, k_min: int = 1) -> float:
+        """The model's output-matched alpha: see inference.output_matched_alpha."""
+        priors = list(self.prompts)
+        return output_matched_alpha([self.predictions[p][model] for p in priors],
+                                    [self.bayes[p] for p in priors], k_min)
+
+
 def evaluate(models: dict, prompts: dict[str, Prompts], tasks, sigma: float, tau: float,
-             alpha: float) -> pd.DataFrame:
-    """Errors of each model in `models` (name -> model) and of the three Bayes predictors
-    (ridge, discrete regression, the alpha-mixture) on each prompt set."""
-    frames = []
-    for prior_name, p in prompts.items():
-        bayes = bayes_predictions(p.xs, p.ys, tasks, sigma, tau, alpha)
-        preds = {name: predict(m, p) for name, m in models.items()}
-        preds.update(ridge=bayes.ridge, discrete=bayes.discrete, mixture=bayes.mixture)
-        frames.append(errors_by_k(preds, p, prior_name))
-    return pd.concat(frames, ignore_index=True)
+             alpha: float) -> Evaluation:
+    """Evaluate each model in `models` (name -> model) beside the three Bayes predictors (ridge,
+    discrete regression, the alpha-mixture) on each prompt set."""
+    bayes = {prior: bayes_predictions(p.xs, p.ys, tasks, sigma, tau, alpha) for prior, p in prompts.items()}
+    return Evaluation(prompts, bayes, {prior: {} for prior in prompts}).with_models(models)
 
 
-def summarize(errors: pd.DataFrame, z: float = Z95) -> pd.DataFrame:
-    """Mean error per (prior, predictor, k) with a normal-approximation interval."""
+def output_matched_alpha(predictions: list[torch.Tensor], bayes: list[BayesPredictions], k_min: int = 1,
+                         grid=np.linspace(-8, 8, 321)) -> float:
+    """The output-matched alpha: the prior weight whose Bayes mixture predictions are closest, in
+    least squares over prompts and k >= k_min, to a model's predictions. It weighs each context
+    by how far apart the two branches predict there. (inference.g_matched_alpha is the other
+    estimator: it matches the model's own g_theta, every context weighing the same.)"""
+    losses = []
+    for a in grid:
+        alpha = 1 / (1 + np.exp(-a))
+        losses.append(sum(float(((m[:, k_min:] - b.mixture_at(alpha)[:, k_min:]) ** 2).mean())
+                          for m, b in zip(predictions, bayes)))
+    return float(1 / (1 + np.exp(-grid[int(np.argmin(losses))])))
+
+
+def summarize(errors: pd.DataFrame, level: float = stats.LEVEL_FIGURES) -> pd.DataFrame:
+    """Mean error per (prior, predictor, k) with a normal-approximation interval (columns mean,
+    n, ci_low, ci_high)."""
     g = errors.groupby(["prior", "predictor", "k"], sort=False)["error"]
-    out = g.agg(mean="mean", sd="std", n="count").reset_index()
-    se = out["sd"] / np.sqrt(out["n"])
-    out["ci_low"], out["ci_high"] = out["mean"] - z * se, out["mean"] + z * se
-    return out.drop(columns="sd")
+    out = stats.grouped_mean_interval(g, level).rename(columns={"low": "ci_low", "high": "ci_high"})
+    return out.reset_index()
 
 
-@dataclass(frozen=True)
-class Interval:
-    mean: float
-    low: float
-    high: float
-
-    def __str__(self) -> str:
-        return f"{self.mean:.3f} [{self.low:.3f}, {self.high:.3f}]"
-
-
-def paired_gap(errors: pd.DataFrame, prior: str, a: str, b: str, ks, z: float = Z99) -> Interval:
+def paired_gap(errors: pd.DataFrame, prior: str, a: str, b: str, ks,
+               level: float = stats.LEVEL_ASSERTS) -> stats.Interval:
     """Mean over prompts of (error of a - error of b), averaged over k in `ks`, with its interval.
 
     Each prompt contributes one number (its gap averaged over ks), so prompts are the
     independent units and the interval is honest about the correlation across k.
     """
     rows = errors[(errors["prior"] == prior) & errors["k"].isin(list(ks))]
-    wide = rows.pivot_table(index=["prompt", "k"], columns="predictor", values="error")
+    wide = stats.pivot_unique(rows, index=["prompt", "k"], columns="predictor", values="error")
     per_prompt = (wide[a] - wide[b]).groupby(level="prompt").mean()
-    mean, se = per_prompt.mean(), per_prompt.std() / np.sqrt(len(per_prompt))
-    return Interval(float(mean), float(mean - z * se), float(mean + z * se))
+    return stats.mean_interval(per_prompt, level)

@@ -16,9 +16,12 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 import torch
+from scipy.optimize import minimize_scalar
+from scipy.special import expit
 
+from .. import stats
 from .bayes import bayes_predictions, discrete_posterior, ridge_weights
-from .evaluate import model_device
+from .model import model_device
 from .tasks import Prompts, generator
 
 
@@ -63,26 +66,49 @@ def estimate_g(model, prompts: Prompts, tasks, sigma: float, tau: float, alpha: 
     return GEstimate(g_model=g_model, g_bayes=bayes.g.numpy(), llr=llr, r2=r2)
 
 
-def fit_alpha(g_model: np.ndarray, llr: np.ndarray, grid=np.linspace(-12, 12, 2401)) -> float:
-    """The prior weight alpha whose Bayes g = sigmoid(logit(alpha) + llr) best matches the model's
-    g in least squares (a grid search over logit(alpha); contexts with NaN are skipped)."""
+LOGIT_RANGE = (-12.0, 12.0)   # the search range of logit(alpha): alpha in [6e-6, 1 - 6e-6]
+
+
+def g_matched_alpha(g_model: np.ndarray, llr: np.ndarray) -> float:
+    """The g-matched alpha: the prior weight whose Bayes g = sigmoid(logit(alpha) + llr) best
+    matches the model's own g_theta in least squares, every context weighing the same (contexts
+    with NaN are skipped). evaluate.output_matched_alpha is the other estimator: it matches
+    predictions, not g.
+
+    A grid over logit(alpha) finds the best cell (the loss need not be unimodal), and a bounded
+    scalar search refines it inside the cells beside it, so the estimate is not tied to a grid."""
     ok = np.isfinite(g_model) & np.isfinite(llr)
     g, l = g_model[ok], llr[ok]
-    losses = [np.mean((g - 1 / (1 + np.exp(-(a + l)))) ** 2) for a in grid]
-    a = grid[int(np.argmin(losses))]
-    return float(1 / (1 + np.exp(-a)))
+
+    def loss(a):
+        return float(np.mean((g - expit(a + l)) ** 2))
+
+    grid = np.linspace(*LOGIT_RANGE, 481)
+    best = int(np.argmin([loss(a) for a in grid]))
+    lo, hi = grid[max(best - 1, 0)], grid[min(best + 1, len(grid) - 1)]
+    a = minimize_scalar(loss, bounds=(lo, hi), method="bounded", options={"xatol": 1e-6}).x
+    return float(expit(a))
 
 
-def bootstrap_alpha(g_model: np.ndarray, llr: np.ndarray, n_boot: int = 200, seed: int = 0,
-                    level: float = 0.99) -> tuple[float, float, float]:
-    """fit_alpha with a percentile bootstrap interval over prompts (rows)."""
-    rng = np.random.default_rng(seed)
-    grid = np.linspace(-12, 12, 481)
-    est = fit_alpha(g_model, llr)
-    boots = [fit_alpha(g_model[idx], llr[idx], grid)
-             for idx in (rng.integers(0, len(g_model), len(g_model)) for _ in range(n_boot))]
-    lo, hi = np.quantile(boots, [(1 - level) / 2, (1 + level) / 2])
-    return est, float(lo), float(hi)
+def g_matched_alpha_interval(g_model: np.ndarray, llr: np.ndarray, n_boot: int = 200, seed: int = 0,
+                             level: float = stats.LEVEL_ASSERTS) -> stats.Interval:
+    """g_matched_alpha with a percentile bootstrap interval over prompts (rows)."""
+    iv = stats.bootstrap_interval(lambda idx: g_matched_alpha(g_model[idx], llr[idx]),
+                                  len(g_model), level, n_boot, seed)
+    return stats.Interval(g_matched_alpha(g_model, llr), iv.low, iv.high)
+
+
+def g_matched_alphas(table: pd.DataFrame, seed: int = 0, level: float = stats.LEVEL_ASSERTS,
+                     n_boot: int = 200) -> pd.DataFrame:
+    """The g-matched alpha of every model in a g_table (both priors together, one row of contexts
+    per prompt), with its bootstrap interval: columns estimate, low, high, one row per model."""
+    rows = {}
+    for name, sel in table.groupby("model", sort=False):
+        wide_g = stats.pivot_unique(sel, index=["prior", "prompt"], columns="k", values="g_model").to_numpy()
+        wide_llr = stats.pivot_unique(sel, index=["prior", "prompt"], columns="k", values="llr").to_numpy()
+        iv = g_matched_alpha_interval(wide_g, wide_llr, n_boot, seed, level)
+        rows[name] = {"estimate": iv.mean, "low": iv.low, "high": iv.high}
+    return pd.DataFrame(rows).T
 
 
 def g_table(est: GEstimate, prior: str, model: str) -> pd.DataFrame:
@@ -92,23 +118,3 @@ def g_table(est: GEstimate, prior: str, model: str) -> pd.DataFrame:
                        "k": np.tile(np.arange(K), B), "g_model": est.g_model.reshape(-1),
                        "g_bayes": est.g_bayes.reshape(-1), "llr": est.llr.reshape(-1), "r2": est.r2.reshape(-1)})
     return df[df["k"] >= 1].reset_index(drop=True)
-
-
-def mixture_at(bayes, alpha: float) -> torch.Tensor:
-    """The Bayes mixture prediction for another prior weight alpha, from one BayesPredictions
-    (g depends on alpha only through the prior odds: g = sigmoid(logit(alpha) + llr))."""
-    logit = np.log(alpha) - np.log1p(-alpha)
-    g = torch.sigmoid(logit + bayes.log_p_disc - bayes.log_p_cont)
-    return g * bayes.discrete + (1 - g) * bayes.ridge
-
-
-def effective_alpha(predictions: list[torch.Tensor], bayes: list, k_min: int = 1,
-                    grid=np.linspace(-8, 8, 321)) -> float:
-    """The prior weight alpha whose Bayes mixture is closest (least squares over prompts and
-    k >= k_min) to a model's predictions: the model's implicit alpha, read off its outputs."""
-    losses = []
-    for a in grid:
-        alpha = 1 / (1 + np.exp(-a))
-        losses.append(sum(float(((m[:, k_min:] - mixture_at(b, alpha)[:, k_min:]) ** 2).mean())
-                          for m, b in zip(predictions, bayes)))
-    return float(1 / (1 + np.exp(-grid[int(np.argmin(losses))])))
