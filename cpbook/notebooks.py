@@ -6,26 +6,33 @@ import re
 from pathlib import Path
 
 import nbformat
+from nbstripout import strip_output
 
-KEEP_NOTEBOOK_METADATA = ("kernelspec", "language_info")
-KEEP_CELL_METADATA = ("tags",)
 MACHINE_PATH = re.compile(r"/(root|tmp|work|home|usr/local|opt)/")
+# What a run adds that changes from run to run; outputs, tags and execution counts stay (nbval
+# compares the outputs, and needs the counts to know a cell was run).
+RUN_KEYS = ["metadata.papermill", "metadata.widgets", "metadata.signature", "metadata.language_info.version",
+            "cell.metadata.papermill", "cell.metadata.execution", "cell.metadata.ExecuteTime",
+            "cell.metadata.collapsed", "cell.metadata.scrolled"]
 
 
 def clean(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
-    """Drop run-specific metadata; outputs, tags and execution counts stay (nbval needs them)."""
-    nb.metadata = nbformat.NotebookNode({k: v for k, v in nb.metadata.items() if k in KEEP_NOTEBOOK_METADATA})
-    nb.metadata.get("language_info", {}).pop("version", None)
+    """Drop run-specific metadata with nbstripout, keeping outputs and execution counts, except
+    the outputs of cells the book hides and nbval ignores (progress bars of training runs)."""
+    nb = strip_output(nb, keep_output=True, keep_count=True, keep_id=False, extra_keys=RUN_KEYS)
     for cell in nb.cells:
-        cell.metadata = nbformat.NotebookNode({k: v for k, v in cell.metadata.items()
-                                               if k in KEEP_CELL_METADATA and v})
-        cell.pop("id", None)
+        if {"remove-output", "nbval-ignore-output"} <= set(cell.metadata.get("tags", [])):
+            cell.outputs = []
+        if not cell.metadata.get("tags", True):   # papermill gives every cell an empty list
+            del cell.metadata["tags"]
     return nb
 
 
 def clean_file(path: Path) -> None:
     nb = nbformat.read(str(path), as_version=4)
     nb.nbformat_minor = 4            # no cell ids: they would change on every run
+    for cell in nb.cells:
+        cell.pop("id", None)
     nbformat.write(clean(nb), str(path))
 
 
