@@ -9,7 +9,7 @@ keeps identical to the stored notebook, with the types papermill's `--help-noteb
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from .llm.models import check_model
@@ -62,6 +62,12 @@ def default_values(stem: str) -> dict:
         given = defaults(cls)
         out.update({name: None if optional else given[name] for name in specs(cls)})
     return out
+
+
+def preset_values(preset: str = "cpu") -> dict:
+    """What the pretraining and fine-tuning parameters resolve to under a preset."""
+    cfg, ft = make_configs(preset)
+    return {**asdict(cfg), **asdict(ft)}
 
 
 def _literal(value) -> str:

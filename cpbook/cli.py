@@ -15,7 +15,7 @@ from pathlib import Path
 
 import papermill as pm
 
-from .chapters import BOOK, check_values, default_values, parameter_specs
+from .chapters import BOOK, check_values, default_values, parameter_specs, preset_values
 from .notebooks import clean_file
 
 
@@ -35,12 +35,15 @@ def find_chapter(name: str) -> Path:
 
 
 def describe(stem: str) -> str:
-    """A chapter's parameters, one line each: name, value in the stored chapter, type, range, description."""
+    """A chapter's parameters, one line each: name, the value the stored chapter ran with (for a
+    parameter left to the preset, the preset's value and name), type, range, description."""
     lines = [stem]
     values = default_values(stem)
+    preset = values.get("preset")
+    resolved = preset_values(preset) if preset else {}
     for name, spec in parameter_specs(stem).items():
-        shown = "(preset)" if values[name] is None else repr(values[name])
-        lines.append(f"    {name:<16} = {shown:<12} {spec.type_name:<16} {spec.allowed()}: {spec.doc}")
+        shown = f"{resolved[name]!r} ({preset})" if values[name] is None else repr(values[name])
+        lines.append(f"    {name:<16} = {shown:<14} {spec.type_name:<16} {spec.allowed()}: {spec.doc}")
     return "\n".join(lines)
 
 

@@ -52,7 +52,8 @@ def test_papermill_sees_each_parameter_with_its_type_and_description(path):
 def test_cpbook_list_shows_value_range_and_description(capsys):
     assert main(["list"]) == 0
     out = capsys.readouterr().out
-    assert "alpha" in out and "a number in [0, 1]" in out and "(preset)" in out
+    assert "alpha" in out and "a number in [0, 1]" in out
+    assert "    d                = 4 (cpu)" in out          # a parameter left to the preset shows the preset's value
     assert "'gemma-3-270m'" in out and "the pretrained model" in out
     assert describe("02_forgetting").count("\n") == len(book.parameter_specs("02_forgetting"))
 
