@@ -22,6 +22,23 @@ def make_tiny():
     return model, tok
 
 
+def make_tiny_gemma():
+    """A 2-layer random Gemma-3 with tied input and output embeddings (as the real one has), and
+    a sliding-window layer with a window shorter than the prompts, as the real one has for long ones."""
+    from transformers import Gemma3ForCausalLM, Gemma3TextConfig
+
+    _, tok = make_tiny()
+    torch.manual_seed(0)
+    config = Gemma3TextConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                              num_attention_heads=4, num_key_value_heads=2, head_dim=8,
+                              max_position_embeddings=256, sliding_window=8,
+                              layer_types=["sliding_attention", "full_attention"], tie_word_embeddings=True,
+                              eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id, bos_token_id=None)
+    model = Gemma3ForCausalLM(config).eval()
+    assert model.lm_head.weight is model.model.embed_tokens.weight
+    return model, tok
+
+
 @pytest.fixture(scope="module")
 def tiny():
     return make_tiny()

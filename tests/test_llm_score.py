@@ -1,12 +1,14 @@
 """Scorers on a tiny random Llama (built here, no download); the real SmolLM2 when installed."""
 import importlib.metadata as md
 
+import numpy as np
 import pytest
 import torch
 
 from cpbook import cache
 from cpbook.llm import score
 from cpbook.llm.batching import length_sorted_batches
+from conftest import make_tiny, make_tiny_gemma
 
 # Different lengths, so a batch needs padding.
 PROMPTS = ["Input: The cat sat.\nOutput:", "Input: What is 7 plus 12 and then some more?\nOutput:",
@@ -146,3 +148,69 @@ def test_smollm2_scores_four_prompts():
                                        ["input_ids"][:1]) for c in g.continuation])
     other = score.continuation_logliks(model, tok, df.prompt, [" 0"] * 4)
     assert (first >= other - 1e-4).all()
+
+
+# --- the one-pass scorer -------------------------------------------------------------------------
+
+ANSWERS = {"icl": [" THE", " 19 and", " dog ran", " CAT"], "if": [" The cat", None, " ___", " c"]}
+
+
+@pytest.mark.parametrize("build", [make_tiny, make_tiny_gemma], ids=["llama", "gemma-3 (sliding window)"])
+@pytest.mark.parametrize("batch_size", [1, 3])
+def test_one_pass_logliks_equal_a_full_forward_over_prompt_and_answer(build, batch_size):
+    model, tok = build()
+    got = score.score_answers(model, tok, PROMPTS, ANSWERS, batch_size=batch_size)
+    for name, answers in ANSWERS.items():
+        for i, (prompt, answer) in enumerate(zip(PROMPTS, answers)):
+            if answer is None:
+                assert np.isnan(got[f"loglik_{name}"][i]) and not got[f"greedy_{name}"][i]
+                continue
+            alone = score.continuation_logliks(model, tok, [prompt], [answer], batch_size=1)[0]
+            assert got[f"loglik_{name}"][i] == pytest.approx(alone, abs=1e-4), (name, i)
+            assert got[f"tokens_{name}"][i] == len(tok(answer, add_special_tokens=False)["input_ids"])
+
+
+def greedy_by_hand(model, tok, prompt, answer):
+    """Does a plain forward over prompt + answer pick every answer token as its argmax?"""
+    p = tok(prompt, add_special_tokens=False)["input_ids"]
+    a = tok(answer, add_special_tokens=False)["input_ids"]
+    with torch.no_grad():
+        logits = model(torch.tensor([p + a])).logits[0]
+    return all(int(logits[len(p) - 1 + j].argmax()) == t for j, t in enumerate(a))
+
+
+@pytest.mark.parametrize("build", [make_tiny, make_tiny_gemma], ids=["llama", "gemma-3 (sliding window)"])
+def test_is_greedy_says_whether_greedy_decoding_emits_the_answer(build):
+    """Against a plain forward pass per answer, on answers that are greedy (each prompt's own
+    greedy tokens, where they survive decoding and encoding again) and answers that are not."""
+    model, tok = build()
+    prompts = PROMPTS + ["The cat sat", "Fill in the blank", "dog ran home Input", "12 Fill in", "the blank", "dog"]
+    answers = []
+    for prompt in prompts:
+        ids = tok(prompt, add_special_tokens=False)["input_ids"]
+        new = []
+        with torch.no_grad():
+            for _ in range(3):
+                new.append(int(model(torch.tensor([ids + new])).logits[0, -1].argmax()))
+        # the longest prefix of the greedy tokens that is still those tokens once decoded
+        for n in (3, 2, 1):
+            text = tok.decode(new[:n])
+            if tok(text, add_special_tokens=False)["input_ids"] == new[:n]:
+                answers.append(text)
+                break
+        else:
+            answers.append(" THE")
+    every = answers + ANSWERS["icl"]
+    prompts = prompts + PROMPTS
+    got = score.score_answers(model, tok, prompts, {"a": every}, batch_size=3)
+    expected = [greedy_by_hand(model, tok, p, a) for p, a in zip(prompts, every)]
+    assert got["greedy_a"].tolist() == expected
+    assert any(expected) and not all(expected)        # both kinds occur
+
+
+def test_one_pass_scorer_refuses_mismatched_or_empty_answers(tiny):
+    model, tok = tiny
+    with pytest.raises(ValueError, match="one entry per prompt"):
+        score.score_answers(model, tok, PROMPTS, {"icl": [" a"]})
+    with pytest.raises(ValueError, match="at least one token"):
+        score.score_answers(model, tok, PROMPTS[:1], {"icl": [""]})

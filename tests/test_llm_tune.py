@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 from peft.tuners.lora import LoraLayer
-from transformers import AutoModelForCausalLM, Gemma3ForCausalLM, Gemma3TextConfig
+from transformers import AutoModelForCausalLM, Gemma3ForCausalLM
 
 from cpbook import cache
 from cpbook.llm import instruct_data as D
@@ -13,7 +13,7 @@ from cpbook.llm import models
 from cpbook.llm import tune as T
 from cpbook.llm.transforms import load_sentences
 from cpbook.params import ParameterError
-from conftest import make_tiny
+from conftest import make_tiny, make_tiny_gemma as tiny_gemma
 
 CFG = T.TuneConfig(base="smollm2-135m-instruct", steps=6, batch_size=4, lr=1e-2, warmup_steps=1,
                    rank=4, checkpoint_every=3)   # the base only names a registered model here
@@ -130,20 +130,6 @@ def test_resume_gives_the_same_adapters_as_an_uninterrupted_run(tmp_path):
     a, c = model_a.state_dict(), model_c.state_dict()
     assert all(torch.equal(a[k], c[k]) for k in a)
     assert [h["step"] for h in history] == list(range(CFG.steps))
-
-
-def tiny_gemma():
-    """A 2-layer random Gemma-3 with tied input and output embeddings (as the real one has)."""
-    _, tok = make_tiny()
-    torch.manual_seed(0)
-    config = Gemma3TextConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                              num_attention_heads=4, num_key_value_heads=2, head_dim=8,
-                              max_position_embeddings=256, sliding_window=8,
-                              layer_types=["sliding_attention", "full_attention"], tie_word_embeddings=True,
-                              eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id, bos_token_id=None)
-    model = Gemma3ForCausalLM(config).eval()
-    assert model.lm_head.weight is model.model.embed_tokens.weight
-    return model, tok
 
 
 def test_a_tuned_gemma_is_cached_and_reloads_with_the_same_logits(tmp_path, monkeypatch):

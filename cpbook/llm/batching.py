@@ -28,16 +28,28 @@ def encode(tokenizer, texts, bos: bool = False) -> list[list[int]]:
     return [head + tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
 
 
-def left_pad(seqs: list[list[int]], pad: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(ids, attention mask), both (len(seqs), longest), each sequence flush right."""
+def padded(seqs: list[list[int]], pad: int, left: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """(ids, attention mask), both (len(seqs), longest); each sequence flush right (left=True)
+    or flush left (left=False)."""
     width = max(len(s) for s in seqs)
     ids = torch.full((len(seqs), width), pad, dtype=torch.long)
     mask = torch.zeros((len(seqs), width), dtype=torch.long)
     for i, s in enumerate(seqs):
         if s:
-            ids[i, width - len(s):] = torch.tensor(s)
-            mask[i, width - len(s):] = 1
+            cols = slice(width - len(s), width) if left else slice(0, len(s))
+            ids[i, cols] = torch.tensor(s, dtype=torch.long)
+            mask[i, cols] = 1
     return ids, mask
+
+
+def left_pad(seqs: list[list[int]], pad: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Prompts, flush right: every one ends in the last column."""
+    return padded(seqs, pad, left=True)
+
+
+def right_pad(seqs: list[list[int]], pad: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Continuations that follow a prompt, flush left: every one starts in the first column."""
+    return padded(seqs, pad, left=False)
 
 
 def positions(mask: torch.Tensor) -> torch.Tensor:
