@@ -1,7 +1,8 @@
 """Run the ICL-vs-instruction experiment on one model and store the rows under book/results/.
 
 A run scores every prompt of `build_prompts` with both scorers: the paper's greedy prefix match
-and the log-likelihood margin log p(ICL answer) - log p(instruction answer). Control prompts
+and the log-likelihood margin log p(ICL answer) - log p(instruction answer), read in one pass
+over each prompt (`score.score_answers`). Control prompts
 (no conflict) get the greedy score and the ICL answer's log-likelihood.
 
 Runs take tens of minutes per model on a CPU, so the chapter never runs them: `run_icl` writes
@@ -73,19 +74,14 @@ def score_rows(model, tokenizer, rows: pd.DataFrame, run: ICLRun) -> pd.DataFram
     out["icl_correct"] = g["correct"]
     out["if_correct"] = [a is not None and score.prefix_match(c, a)
                          for c, a in zip(g["continuation"], rows["if_answer"])]
-    conflict = ~rows["control"].to_numpy()
-    out["loglik_icl"] = np.nan
-    out["loglik_if"] = np.nan
-    if conflict.any():
-        sub = rows[conflict]
-        m = score.loglik_margin(model, tokenizer, sub["prompt"], sub["icl_answer"], sub["if_answer"],
-                                run.batch_size, run.bos)
-        out.loc[conflict, "loglik_icl"] = m["loglik_a"].to_numpy()
-        out.loc[conflict, "loglik_if"] = m["loglik_b"].to_numpy()
-    if (~conflict).any():
-        sub = rows[~conflict]
-        out.loc[~conflict, "loglik_icl"] = score.continuation_logliks(
-            model, tokenizer, sub["prompt"], sub["icl_answer"], run.batch_size, run.bos)
+    # both answers' log-probabilities from one pass over each prompt (control rows have no
+    # instruction-following answer: NaN there)
+    one = score.score_answers(model, tokenizer, rows["prompt"],
+                              {"icl": list(rows["icl_answer"]),
+                               "if": [a if isinstance(a, str) else None for a in rows["if_answer"]]},
+                              run.batch_size, run.bos)
+    out["loglik_icl"] = one["loglik_icl"]
+    out["loglik_if"] = one["loglik_if"]
     out["margin"] = out["loglik_icl"] - out["loglik_if"]
     return out
 

@@ -1,6 +1,6 @@
 """Scoring a language model on the ICL-vs-instruction prompts.
 
-Two measurements:
+Three scorers (the experiment runner reads log-likelihoods with the third):
 - `greedy_prefix_match`: the paper's metric. Decode greedily and call the prompt solved by
   in-context learning if the continuation starts with the ICL answer (" WHAT" for "What is ...").
 - `loglik_margin`: log p(answer A | prompt) - log p(answer B | prompt), with A the ICL answer and
