@@ -68,10 +68,11 @@ def test_loglik_is_unchanged_by_padding(tiny):
     model, tok = tiny
     a = [" THE", " 19", " dog ran", " CAT"]
     b = [" The", " 7", " x", " cat sat on"]
-    batched = score.loglik_margin(model, tok, PROMPTS, a, b, batch_size=8)
-    single = score.loglik_margin(model, tok, PROMPTS, a, b, batch_size=1)
-    assert (batched - single).abs().max().max() < 1e-4
-    assert (batched[["loglik_a", "loglik_b"]] < 0).all().all()
+    batched = score.score_answers(model, tok, PROMPTS, {"a": a, "b": b}, batch_size=8)
+    single = score.score_answers(model, tok, PROMPTS, {"a": a, "b": b}, batch_size=1)
+    for col in ("loglik_a", "loglik_b"):
+        assert (batched[col] - single[col]).abs().max() < 1e-4
+        assert (batched[col] < 0).all()
 
 
 def _loglik_token_by_token(model, tok, prompt, answer):
@@ -90,10 +91,11 @@ def test_margin_equals_an_independent_token_by_token_computation(tiny):
     model, tok = tiny
     a = [" THE", " 19", " dog ran", " CAT"]
     b = [" The", " 7", " x", " cat sat on"]
-    got = score.loglik_margin(model, tok, PROMPTS, a, b, batch_size=3)
+    got = score.score_answers(model, tok, PROMPTS, {"a": a, "b": b}, batch_size=3)
+    margin = got["loglik_a"] - got["loglik_b"]
     for i, prompt in enumerate(PROMPTS):
         expected = _loglik_token_by_token(model, tok, prompt, a[i]) - _loglik_token_by_token(model, tok, prompt, b[i])
-        assert got.margin[i] == pytest.approx(expected, abs=1e-4), i
+        assert margin[i] == pytest.approx(expected, abs=1e-4), i
 
 
 def test_length_sorted_batches_cover_every_index_once_longest_first():
@@ -140,9 +142,11 @@ def test_smollm2_scores_four_prompts():
     df = prompts.build_prompts(["en"], n_per_pair=1, seed=0)
     assert len(df) == 4
     g = score.greedy_prefix_match(model, tok, df.prompt, df.icl_answer, max_new_tokens=6, batch_size=4)
-    m = score.loglik_margin(model, tok, df.prompt, df.icl_answer, df.if_answer, batch_size=8)
+    m = score.score_answers(model, tok, df.prompt, {"icl": list(df.icl_answer), "if": list(df.if_answer)}, 8)
     assert g.continuation.str.len().gt(0).all()
-    assert m.margin.notna().all() and (m[["loglik_a", "loglik_b"]] < 0).all().all()
+    assert (m[["loglik_icl", "loglik_if"]] < 0).all().all()
+    # one pass says "greedy would emit the ICL answer" exactly where the generated text starts with it
+    assert m["greedy_icl"].tolist() == g["correct"].tolist()
     # Greedy decoding is the argmax chain: its first token is at least as likely as any other.
     first = score.continuation_logliks(model, tok, df.prompt, [tok.decode(tok(c, add_special_tokens=False)
                                        ["input_ids"][:1]) for c in g.continuation])

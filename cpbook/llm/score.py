@@ -3,10 +3,11 @@
 Three scorers (the experiment runner reads log-likelihoods with the third):
 - `greedy_prefix_match`: the paper's metric. Decode greedily and call the prompt solved by
   in-context learning if the continuation starts with the ICL answer (" WHAT" for "What is ...").
-- `loglik_margin`: log p(answer A | prompt) - log p(answer B | prompt), with A the ICL answer and
-  B the instruction-following answer. It is the language-model analogue of the paper's g on the
-  synthetic task: a graded measure of which task the model infers, defined even when greedy
-  decoding produces neither answer.
+- `continuation_logliks`: log p(answer | prompt) from a plain forward pass over prompt + answer.
+  With two answers per prompt, A the ICL answer and B the instruction-following one, the margin
+  log p(A) - log p(B) is the language-model analogue of the paper's g on the synthetic task: a
+  graded measure of which task the model infers, defined even when greedy decoding produces
+  neither answer.
 - `score_answers`: both of those from one pass, as lm-evaluation-harness does: each prompt is
   encoded once, and every fixed answer's log-probability and whether greedy decoding would emit
   it are read from one more pass over the prompt's cached keys and values. On the Gemma base it
@@ -90,8 +91,8 @@ def continuation_logliks(model, tokenizer, prompts, answers, batch_size: int = 8
     takes_positions = _takes_positions(model)
     keep = "logits_to_keep" in inspect.signature(model.forward).parameters
     out = np.empty(len(p_ids))
-    # Sorted by prompt length alone: the two answers of one prompt (adjacent, see loglik_margin)
-    # have equal keys, so the stable sort keeps them side by side in one batch.
+    # Sorted by prompt length alone: several answers to one prompt, given side by side, have
+    # equal keys, so the stable sort keeps them together in one batch.
     for batch in length_sorted_batches([len(p) for p in p_ids], batch_size):
         ids, mask = (t.to(model.device) for t in left_pad([p_ids[i] + a_ids[i] for i in batch], pad))
         # Column t predicts token t + 1; only the last m + 1 columns matter, and most models can
@@ -106,21 +107,6 @@ def continuation_logliks(model, tokenizer, prompts, answers, batch_size: int = 8
             n = len(a_ids[i])
             out[i] = logp[row, m - n:].gather(-1, ids[row, -n:, None]).sum().item()
     return out
-
-
-def loglik_margin(model, tokenizer, prompts, answers_a, answers_b, batch_size: int = 8,
-                  bos: bool = False) -> pd.DataFrame:
-    """Columns `loglik_a`, `loglik_b` and `margin` = loglik_a - loglik_b per prompt. Both answers of
-    a prompt go through the same batched forward pass (for an even batch_size). Give both answers
-    the leading space they would follow "Output:" with, as `build_prompts` does."""
-    prompts, answers_a, answers_b = list(prompts), list(answers_a), list(answers_b)
-    if not len(prompts) == len(answers_a) == len(answers_b):
-        raise ValueError("prompts, answers_a and answers_b must have the same length")
-    # Interleaved, so the two answers of a prompt share a batch and its padding.
-    both = continuation_logliks(model, tokenizer, [p for p in prompts for _ in (0, 1)],
-                                [x for pair in zip(answers_a, answers_b) for x in pair], batch_size, bos)
-    a, b = both[0::2], both[1::2]
-    return pd.DataFrame({"loglik_a": a, "loglik_b": b, "margin": a - b})
 
 
 # --- one pass: log-probability and is-greedy of several fixed answers ------------------------
