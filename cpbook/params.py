@@ -55,8 +55,10 @@ class Param:
             return "a string"
         if self.kind is bool:
             return "True or False"
-        lo = "-inf" if self.low is None else f"{self.low:g}"
-        hi = "inf" if self.high is None else f"{self.high:g}"
+        def show(bound):   # integers in full (a seed's bound is 4294967295, not 4.29497e+09)
+            return str(int(bound)) if self.kind is int else f"{bound:g}"
+        lo = "-inf" if self.low is None else show(self.low)
+        hi = "inf" if self.high is None else show(self.high)
         kind = "an integer" if self.kind is int else "a number"
         return f"{kind} in [{lo}, {hi}]"
 
