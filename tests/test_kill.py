@@ -1,0 +1,104 @@
+"""A real interruption: a training process killed with SIGKILL from outside, at a moment it does
+not choose, resumes from its last checkpoint and ends bit-identical to a run never interrupted
+(the synthetic loop, and LoRA tuning of a tiny random language model)."""
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+
+from cpbook.fit import CHECKPOINT_FILE
+
+TESTS = Path(__file__).resolve().parent
+
+SYNTHETIC = """
+import sys, torch
+from cpbook.synthetic.model import InContextRegressor, ModelSize
+from cpbook.synthetic.tasks import Prior, discrete_tasks
+from cpbook.synthetic.train import TrainSpec, train
+
+SPEC = TrainSpec(steps=STEPS, lr=3e-3, batch_size=16, sigma=0.5, data_seed=1, warmup_steps=5, checkpoint_every=10)
+
+def run(run_dir=None):
+    torch.manual_seed(0)
+    model = InContextRegressor(2, 6, ModelSize(2, 32, 2))
+    train(model, Prior(discrete_tasks(4, 2, 1.0, 0), 1.0, 0.5), SPEC, run_dir=run_dir, progress=False)
+    return model
+
+if __name__ == "__main__":
+    run(sys.argv[1])
+"""
+
+LORA = """
+import sys
+sys.path.insert(0, TESTS)
+from conftest import make_tiny
+from cpbook.llm import tune as T
+
+CFG = T.TuneConfig(base="smollm2-135m-instruct", steps=STEPS, batch_size=2, lr=1e-2, warmup_steps=1,
+                   rank=4, checkpoint_every=2)
+
+def run(run_dir=None):
+    model, tok = make_tiny()
+    lora = T.add_lora(model, CFG)
+    T.train_lora(lora, tok, CFG, run_dir=run_dir, progress=False)
+    return lora
+
+if __name__ == "__main__":
+    run(sys.argv[1])
+"""
+
+
+def checkpoint_step(path: Path) -> int:
+    with safe_open(str(path), framework="pt") as f:
+        return int(f.metadata()["step"])
+
+
+def kill_after_first_checkpoint(script: Path, run_dir: Path, timeout: float = 120.0) -> int:
+    """Start `script run_dir`, SIGKILL it as soon as a checkpoint exists; the step it had reached."""
+    proc = subprocess.Popen([sys.executable, str(script), str(run_dir)], stderr=subprocess.PIPE)
+    checkpoint = run_dir / CHECKPOINT_FILE
+    deadline = time.monotonic() + timeout
+    while not checkpoint.exists():
+        assert proc.poll() is None, f"the run ended before its first checkpoint: {proc.stderr.read().decode()}"
+        assert time.monotonic() < deadline, "no checkpoint appeared"
+        time.sleep(0.01)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    proc.stderr.close()
+    assert proc.returncode == -signal.SIGKILL
+    return checkpoint_step(checkpoint)
+
+
+def load(source: str, name: str, steps: int, tmp_path: Path):
+    """The script as a module (for the uninterrupted run and the resume in this process) and as a file."""
+    text = source.replace("STEPS", str(steps)).replace("TESTS", repr(str(TESTS)))
+    path = tmp_path / f"{name}.py"
+    path.write_text(text)
+    namespace = {"__name__": name}
+    exec(compile(text, str(path), "exec"), namespace)
+    return path, namespace["run"]
+
+
+def check_kill_and_resume(source: str, name: str, steps: int, tmp_path: Path):
+    script, run = load(source, name, steps, tmp_path)
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    reached = kill_after_first_checkpoint(script, run_dir)
+    assert 0 < reached < steps            # killed mid-run, not after it finished
+    resumed = run(run_dir).state_dict()   # picks up the checkpoint the killed process left
+    whole = run().state_dict()
+    for key, value in whole.items():
+        assert torch.equal(value, resumed[key]), key
+
+
+def test_a_killed_synthetic_run_resumes_bit_identically(tmp_path):
+    check_kill_and_resume(SYNTHETIC, "synthetic_kill", 400, tmp_path)
+
+
+def test_a_killed_lora_tuning_resumes_bit_identically(tmp_path):
+    check_kill_and_resume(LORA, "lora_kill", 40, tmp_path)
