@@ -111,3 +111,25 @@ def test_unknown_names_list_what_is_available():
         t.check_language("klingon")
     with pytest.raises(ValueError, match="leetspeak, pig_latin"):
         t.check_transform("rot13")
+
+
+EDGE_CASES = ["", "   ", "Hello, world!", "¿Qué tal? Très bien — merci.", "Naïve café déjà-vu.",
+              "It's 7 plus 12, or 19.", "He said \"go\" (twice); then left...", "ÉCOLE 2024 über",
+              "e-mail x-ray 3.14 100%", "Tab\tand\nnewline"]
+
+
+@pytest.mark.parametrize("name", ["leetspeak", "pig_latin"])
+@pytest.mark.parametrize("text", EDGE_CASES)
+def test_transforms_keep_words_numbers_and_spacing_on_hard_input(name, text):
+    """Punctuation, accents, numbers, empty input: every transform keeps the whitespace exactly
+    (so the word count) and every number, and maps empty input to empty output."""
+    import re
+    fn = t.TRANSFORMS[name]
+    out = fn(text)
+    assert re.findall(r"\s+", out) == re.findall(r"\s+", text)
+    assert len(out.split()) == len(text.split())
+    if name == "pig_latin":     # leetspeak writes letters as digits, so only Pig Latin keeps them alone
+        assert re.findall(r"\d+", out) == re.findall(r"\d+", text)
+    else:
+        assert all(d in out for d in re.findall(r"\d+", text))
+    assert fn("") == ""
