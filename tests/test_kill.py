@@ -97,7 +97,7 @@ def check_kill_and_resume(source: str, name: str, steps: int, tmp_path: Path):
 
 
 def test_a_killed_synthetic_run_resumes_bit_identically(tmp_path):
-    check_kill_and_resume(SYNTHETIC, "synthetic_kill", 400, tmp_path)
+    check_kill_and_resume(SYNTHETIC, "synthetic_kill", 150, tmp_path)
 
 
 def test_a_killed_lora_tuning_resumes_bit_identically(tmp_path):
