@@ -12,8 +12,7 @@ import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from .llm.models import check_model
-from .llm.prompts import check_surface
+from .llm import analysis
 from .params import Param, check_all, defaults, param, specs
 from .synthetic.config import (ConjugateSweep, FinetuneConfig, ForgettingVariants, GEstimation, Preset,
                                SyntheticConfig, make_configs)
@@ -41,10 +40,6 @@ CHAPTERS = {
     "04_conjugate_prompting": _FINETUNED + ((ConjugateSweep, False),),
     "05_icl_vs_instructions": ((ICLChapter, False),),
 }
-
-
-def chapter_path(stem: str) -> Path:
-    return BOOK / f"{stem}.ipynb"
 
 
 def parameter_specs(stem: str) -> dict[str, Param]:
@@ -97,9 +92,7 @@ def check_values(stem: str, values: dict) -> None:
     given = {**default_values(stem), **values}
     checked = check_all(parameter_specs(stem), given)
     if stem == "05_icl_vs_instructions":
-        for name in [checked["base"], checked["tuned"], *checked["cross_family"]]:
-            check_model(name)
-        check_surface(checked["reference"])
+        analysis.check_chapter(**checked)
         return
     synthetic = set(specs(Preset)) | set(specs(SyntheticConfig)) | set(specs(FinetuneConfig))
     make_configs(**{k: v for k, v in checked.items() if k in synthetic})

@@ -135,16 +135,23 @@ def format_table(drops: pd.DataFrame) -> pd.DataFrame:
     }).set_index("surface")
 
 
-def load_chapter(base: str, tuned: str, cross_family, reference: str = "en"):
-    """Check chapter 5's parameters and load the stored rows and provenance of every model it
-    names, failing with a clear message (unknown model or surface, results not computed yet)
-    before any work. Returns ({model: rows}, {model: provenance record})."""
+def check_chapter(base: str, tuned: str, cross_family, reference: str = "en") -> list[str]:
+    """Chapter 5's parameters checked against the registry and the surface forms (no file is
+    read); returns the models it names. `cpbook run` calls it before a kernel starts."""
     names = [base, tuned, *cross_family]
     for name in names:
         models.check_model(name)
     if len(set(names)) != len(names):
         raise ValueError(f"each model may appear once: {names}")
     prompts.check_surface(reference)
+    return names
+
+
+def load_chapter(base: str, tuned: str, cross_family, reference: str = "en"):
+    """Check chapter 5's parameters and load the stored rows and provenance of every model it
+    names, failing with a clear message (unknown model or surface, results not computed yet)
+    before any work. Returns ({model: rows}, {model: provenance record})."""
+    names = check_chapter(base, tuned, cross_family, reference)
     loaded = {name: experiment.load_results(name) for name in names}
     results = {name: rows for name, (rows, _) in loaded.items()}
     records = {name: record for name, (_, record) in loaded.items()}
