@@ -19,6 +19,9 @@ from cpbook.params import ParameterError
 from conftest import make_tiny
 
 STORED = ["gemma-3-270m", "gemma-3-270m-instruct", "smollm2-135m-instruct", "qwen2.5-coder-0.5b-instruct"]
+# (model, demonstrations) of every stored prompt set the chapter reads
+STORED_SETS = [(name, E.PAPER_DEMOS) for name in STORED] + [
+    (name, n) for n in (4, 8) for name in ("gemma-3-270m", "gemma-3-270m-instruct")]
 
 
 @pytest.fixture
@@ -31,6 +34,8 @@ def no_loading(monkeypatch):
     (E.ICLRun("gemma-3-270m", surfaces=("en", "klingon")), ValueError, "klingon.*available languages: en"),
     (E.ICLRun("gemma-3-270m", n_per_pair=0), ParameterError, "n_per_pair"),
     (E.ICLRun("gemma-3-270m", max_new_tokens=0), ParameterError, "max_new_tokens"),
+    (E.ICLRun("gemma-3-270m", n_demos=0), ParameterError, "n_demos"),
+    (E.ICLRun("gemma-3-270m", n_demos=17), ParameterError, "n_demos"),
 ])
 def test_bad_input_fails_before_any_work(run, error, match, no_loading, tmp_path, monkeypatch):
     monkeypatch.setenv("CPBOOK_CACHE", str(tmp_path / "cache"))
@@ -40,8 +45,20 @@ def test_bad_input_fails_before_any_work(run, error, match, no_loading, tmp_path
 
 
 def test_missing_results_name_the_command(tmp_path):
-    with pytest.raises(FileNotFoundError, match="python -m cpbook.llm.experiment gemma-3-270m"):
-        E.load_results("gemma-3-270m", tmp_path)
+    with pytest.raises(FileNotFoundError, match="(?s)nothing is stored.*python -m cpbook.llm.experiment "
+                                                "gemma-3-270m --n-demos 2"):
+        E.load_results("gemma-3-270m", results_dir=tmp_path)
+
+
+def test_a_prompt_set_that_does_not_exist_names_those_that_do():
+    have = E.stored_demos("gemma-3-270m")
+    assert E.PAPER_DEMOS in have
+    missing = next(n for n in range(1, 17) if n not in have)
+    with pytest.raises(FileNotFoundError, match=f"(?s)with {missing} demonstrations.*stored for it: "
+                                                f"{', '.join(map(str, have))} demonstrations"):
+        E.load_results("gemma-3-270m", missing)
+    with pytest.raises(ParameterError, match="n_demos"):
+        E.load_results("gemma-3-270m", 99)
 
 
 def _direct_loglik(model, tokenizer, prompt, answer, bos):
@@ -72,7 +89,7 @@ def test_run_scores_both_ways_and_resumes_per_surface(tmp_path, monkeypatch):
             assert row[col] == pytest.approx(_direct_loglik(*tiny, row["prompt"], answer, run.resolved().bos), abs=1e-4)
     assert (merged["icl_correct"] == [score.prefix_match(c, a) for c, a in
                                       zip(merged["continuation"], merged["icl_answer"])]).all()
-    stored, record = E.load_results("smollm2-135m-instruct", tmp_path / "out")
+    stored, record = E.load_results("smollm2-135m-instruct", results_dir=tmp_path / "out")
     pd.testing.assert_frame_equal(stored, table, check_dtype=False)
     assert record["run"]["surfaces"] == ["en", "pig_latin"] and record["commit"]
 
@@ -87,11 +104,13 @@ def test_run_scores_both_ways_and_resumes_per_surface(tmp_path, monkeypatch):
     pd.testing.assert_frame_equal(again, table, check_dtype=False)
 
 
-@pytest.mark.parametrize("name", STORED)
-def test_stored_results_are_complete_and_consistent(name):
-    table, record = E.load_results(name)
+@pytest.mark.parametrize("name, n_demos", STORED_SETS)
+def test_stored_results_are_complete_and_consistent(name, n_demos):
+    table, record = E.load_results(name, n_demos)
     run = E.ICLRun(**{**record["run"], "surfaces": tuple(record["run"]["surfaces"])})
-    assert record["model"] == name and record["commit"] != "unknown"
+    assert record["model"] == name and run.n_demos == n_demos
+    # scored by committed code: a result from a work tree with changes cannot be traced
+    assert record["commit"] != "unknown" and not record["commit"].endswith("+dirty"), record["commit"]
     assert {"torch", "transformers"} <= set(record["versions"]) and record["checksum"]
     n = len(run.surfaces) * (4 * run.n_per_pair + 2 * run.n_control)
     assert len(table) == record["rows"] == n
@@ -105,6 +124,12 @@ def test_stored_results_are_complete_and_consistent(name):
     assert (conflict[["loglik_icl", "loglik_if"]] < 0).all().all()
     # a margin on every conflict prompt, none on control prompts (they have no instruction answer)
     assert conflict["margin"].notna().all() and merged[merged["control"]]["margin"].isna().all()
+    assert np.allclose(conflict["margin"], conflict["loglik_icl"] - conflict["loglik_if"])
+    assert np.allclose(conflict["margin_per_token"], conflict["loglik_icl"] / conflict["tokens_icl"]
+                       - conflict["loglik_if"] / conflict["tokens_if"])
+    assert (merged["tokens_icl"] >= 1).all() and (conflict["tokens_if"] >= 1).all()
+    # greedy decoding emitting the answer's exact tokens implies the text starts with it
+    assert not (merged["greedy_icl"] & ~merged["icl_correct"]).any()
 
 
 def _installed(dist):
@@ -128,6 +153,7 @@ def test_a_random_sample_of_stored_rows_recomputes():
     # float rounding only (about 1e-5 nats); greedy continuations must be identical.
     assert (cmp["continuation_stored"] == cmp["continuation_now"]).all(), where
     assert (cmp["icl_correct_stored"] == cmp["icl_correct_now"]).all(), where
+    assert (cmp["greedy_icl_stored"] == cmp["greedy_icl_now"]).all(), where
     for col in ("loglik_icl", "margin"):
         a, b = cmp[f"{col}_stored"], cmp[f"{col}_now"]
         assert ((a - b).abs() < 1e-3)[a.notna()].all() and (a.isna() == b.isna()).all(), (col, where)

@@ -212,6 +212,29 @@ def test_is_greedy_says_whether_greedy_decoding_emits_the_answer(build):
     assert any(expected) and not all(expected)        # both kinds occur
 
 
+@pytest.mark.parametrize("build", [make_tiny, make_tiny_gemma], ids=["llama", "gemma-3 (sliding window)"])
+@pytest.mark.parametrize("batch_size", [1, 3, 8])
+def test_one_pass_continuations_equal_generate(build, batch_size):
+    """The continuation decoded from the shared prompt cache is model.generate's, padded or not,
+    with an EOS inside the continuation where one occurs."""
+    model, tok = build()
+    prompts = PROMPTS + ["The cat sat", "dog ran home Input", "12 Fill in", "the blank"]
+    reference = score.greedy_continuations(model, tok, prompts, max_new_tokens=7, batch_size=1)
+    got = score.score_answers(model, tok, prompts, {"a": [" x"] * len(prompts)},
+                              batch_size=batch_size, generate=7)
+    assert got["continuation"].tolist() == reference
+    # the same rows with an EOS forced: generation stops there, and so must the copy
+    eos = tok.eos_token_id
+    bias = torch.zeros(model.config.vocab_size)
+    bias[eos] = 1e4
+    with torch.no_grad():
+        model.lm_head.bias = torch.nn.Parameter(bias) if model.lm_head.bias is None else model.lm_head.bias
+    stopped = score.score_answers(model, tok, prompts, {"a": [" x"] * len(prompts)},
+                                  batch_size=batch_size, generate=7)
+    assert stopped["continuation"].tolist() == score.greedy_continuations(
+        model, tok, prompts, max_new_tokens=7, batch_size=1) == [""] * len(prompts)
+
+
 def test_one_pass_scorer_refuses_mismatched_or_empty_answers(tiny):
     model, tok = tiny
     with pytest.raises(ValueError, match="one entry per prompt"):

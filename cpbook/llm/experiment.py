@@ -1,9 +1,10 @@
 """Run the ICL-vs-instruction experiment on one model and store the rows under book/results/.
 
-A run scores every prompt of `build_prompts` with both scorers: the paper's greedy prefix match
-and the log-likelihood margin log p(ICL answer) - log p(instruction answer), read in one pass
-over each prompt (`score.score_answers`). Control prompts
-(no conflict) get the greedy score and the ICL answer's log-likelihood.
+A run scores every prompt of `build_prompts` with both scorers, from one encoding of each prompt
+(`score.score_answers`): the paper's greedy prefix match (10 greedy tokens; correct when they
+start with the ICL answer) and the log-likelihood margin log p(ICL answer) - log p(instruction
+answer), with each answer's length in tokens and whether greedy decoding would emit it. Control
+prompts (no conflict) get the greedy score and the ICL answer's log-likelihood.
 
 Runs take tens of minutes per model on a CPU, so the chapter never runs them: `run_icl` writes
 `book/results/icl/<model>.csv` and a `<model>.json` provenance record (the run's parameters,
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import time
+import warnings
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -31,18 +33,22 @@ RESULTS = Path(__file__).resolve().parents[2] / "book" / "results" / "icl"
 ALL_SURFACES = ("en", "fr", "es", "nl", "hu", "de", "leetspeak", "pig_latin")
 # The columns a result file holds, in order; `recompute_rows` fills the same ones.
 ROW_KEY = ["surface", "task_pair", "index"]          # one stored row of a run
-SCORES = ["continuation", "icl_correct", "if_correct", "loglik_icl", "loglik_if", "margin"]
+SCORES = ["continuation", "icl_correct", "if_correct", "loglik_icl", "loglik_if", "tokens_icl",
+          "tokens_if", "greedy_icl", "greedy_if", "margin", "margin_per_token"]
+PAPER_DEMOS = 2   # the paper's number of demonstrations; results for others carry it in their name
 
 
 @dataclass(frozen=True)
 class ICLRun:
     model: str
     surfaces: tuple[str, ...] = ALL_SURFACES
-    n_per_pair: int = param_like(prompts.PARAMS["n_per_pair"], default=25)
-    n_control: int = param("control prompts per control pair", 0, 100_000, default=5)
+    n_per_pair: int = param_like(prompts.PARAMS["n_per_pair"], default=100)
+    n_control: int = param("control prompts per control pair", 0, 100_000, default=25)
     seed: int = param_like(prompts.PARAMS["seed"], default=0)
+    n_demos: int = param_like(prompts.PARAMS["n_demos"], default=PAPER_DEMOS)
     max_new_tokens: int = param("greedy tokens generated", 1, 256, default=10)
-    batch_size: int = param("prompts per forward pass", 1, 1024, default=8)
+    # 64: a decoding step costs about the same at 16 prompts as at 64 on a 2-core CPU
+    batch_size: int = param("prompts per forward pass", 1, 1024, default=64)
     bos: bool | None = None   # None: what the registry says the model needs
 
     def resolved(self) -> "ICLRun":
@@ -58,31 +64,40 @@ class ICLRun:
 def prompt_table(run: ICLRun, surfaces=None) -> pd.DataFrame:
     """The conflict prompts and the control prompts of a run, with a `control` column."""
     surfaces = run.surfaces if surfaces is None else surfaces
-    conflict = prompts.build_prompts(surfaces, run.n_per_pair, run.seed).assign(control=False)
+    conflict = prompts.build_prompts(surfaces, run.n_per_pair, run.seed,
+                                     n_demos=run.n_demos).assign(control=False)
     if run.n_control == 0:
         return conflict
-    ctrl = prompts.build_prompts(surfaces, run.n_control, run.seed, control=True).assign(control=True)
+    ctrl = prompts.build_prompts(surfaces, run.n_control, run.seed, control=True,
+                                 n_demos=run.n_demos).assign(control=True)
     return pd.concat([conflict, ctrl], ignore_index=True)
 
 
 def score_rows(model, tokenizer, rows: pd.DataFrame, run: ICLRun) -> pd.DataFrame:
-    """Both scores for every row of a prompt table (in its order)."""
-    g = score.greedy_prefix_match(model, tokenizer, rows["prompt"], rows["icl_answer"],
-                                  run.max_new_tokens, run.batch_size, run.bos)
-    out = rows[ROW_KEY + ["control"]].reset_index(drop=True).copy()
-    out["continuation"] = g["continuation"]
-    out["icl_correct"] = g["correct"]
-    out["if_correct"] = [a is not None and score.prefix_match(c, a)
-                         for c, a in zip(g["continuation"], rows["if_answer"])]
-    # both answers' log-probabilities from one pass over each prompt (control rows have no
+    """Both scores for every row of a prompt table (in its order).
+
+    From greedy generation (the paper's protocol): `continuation`, `icl_correct` and
+    `if_correct` (the continuation starts with that answer). From one pass over each prompt and
+    its two answers: `loglik_*` (log-probability of the answer), `tokens_*` (its length in
+    tokens), `greedy_*` (greedy decoding would emit exactly its tokens), the margin
+    loglik_icl - loglik_if and the per-token margin loglik_icl / tokens_icl - loglik_if / tokens_if.
+    """
+    # one pass per prompt: the context is encoded once; the greedy continuation and both
+    # answers' log-probabilities are read from its cache (control rows have no
     # instruction-following answer: NaN there)
     one = score.score_answers(model, tokenizer, rows["prompt"],
                               {"icl": list(rows["icl_answer"]),
                                "if": [a if isinstance(a, str) else None for a in rows["if_answer"]]},
-                              run.batch_size, run.bos)
-    out["loglik_icl"] = one["loglik_icl"]
-    out["loglik_if"] = one["loglik_if"]
+                              run.batch_size, run.bos, generate=run.max_new_tokens)
+    out = rows[ROW_KEY + ["control"]].reset_index(drop=True).copy()
+    out["continuation"] = one["continuation"]
+    out["icl_correct"] = [score.prefix_match(c, a) for c, a in zip(one["continuation"], rows["icl_answer"])]
+    out["if_correct"] = [isinstance(a, str) and score.prefix_match(c, a)
+                         for c, a in zip(one["continuation"], rows["if_answer"])]
+    for col in ("loglik_icl", "loglik_if", "tokens_icl", "tokens_if", "greedy_icl", "greedy_if"):
+        out[col] = one[col]
     out["margin"] = out["loglik_icl"] - out["loglik_if"]
+    out["margin_per_token"] = out["loglik_icl"] / out["tokens_icl"] - out["loglik_if"] / out["tokens_if"]
     return out
 
 
@@ -108,10 +123,32 @@ def model_checksum(name: str) -> dict:
     return models.weights_checksum(spec)
 
 
+def result_stem(model: str, n_demos: int = PAPER_DEMOS) -> str:
+    """The file name (without suffix) of a model's stored rows: `<model>` for the paper's two
+    demonstrations, `<model>.demos<n>` for any other number."""
+    return model if n_demos == PAPER_DEMOS else f"{model}.demos{n_demos}"
+
+
+def stored_demos(model: str, results_dir: Path = RESULTS) -> list[int]:
+    """The numbers of demonstrations a model has stored results for."""
+    out = []
+    for meta in Path(results_dir).glob(f"{model}*.json"):
+        if meta.name.endswith(".tuning.json"):
+            continue
+        n = cache.read_json(meta)["run"].get("n_demos", PAPER_DEMOS)
+        if meta.stem == result_stem(model, n) and meta.with_suffix(".csv").exists():
+            out.append(n)
+    return sorted(out)
+
+
 def run_icl(run: ICLRun, out_dir: Path = RESULTS, progress: bool = True) -> pd.DataFrame:
-    """Score every prompt of `run` and store it as out_dir/<model>.csv + .json; returns the rows."""
+    """Score every prompt of `run` and store it as out_dir/<stem>.csv + .json (`result_stem`);
+    returns the rows."""
     run = run.resolved()
     origin = provenance()   # the code that scores: taken before the work, not after
+    if origin["commit"].endswith("+dirty"):
+        warnings.warn("the work tree has uncommitted changes: the stored provenance will say "
+                      "'+dirty', and the book's tests refuse such results", stacklevel=2)
     # scored surfaces are kept as they finish, so an interrupted run resumes where it stopped
     work = cache.work_path("icl", {**asdict(run), "weights": weights_key(run.model)})
     todo = [s for s in run.surfaces if not (work / f"{s}.csv").exists()]
@@ -131,8 +168,9 @@ def run_icl(run: ICLRun, out_dir: Path = RESULTS, progress: bool = True) -> pd.D
         "scoring_seconds_last_call": round(seconds, 1),
         **origin,
     }
-    cache.write_text(Path(out_dir) / f"{run.model}.csv", table.to_csv(index=False))
-    cache.write_json(Path(out_dir) / f"{run.model}.json", record)
+    stem = Path(out_dir) / result_stem(run.model, run.n_demos)
+    cache.write_text(stem.with_suffix(".csv"), table.to_csv(index=False))
+    cache.write_json(stem.with_suffix(".json"), record)
     if isinstance(models.check_model(run.model).source, models.TunedSource):
         save_tuning_record(run.model, out_dir)
     return table
@@ -156,20 +194,28 @@ def save_tuning_record(name: str, out_dir: Path = RESULTS) -> Path:
 def read_rows(path: Path) -> pd.DataFrame:
     # keep_default_na=False: a continuation may be the text "NaN" or empty; only the loglik
     # columns hold missing values.
-    df = pd.read_csv(path, keep_default_na=False, na_values={"loglik_icl": [""], "loglik_if": [""],
-                                                             "margin": [""]})
+    numeric = ("loglik_icl", "loglik_if", "tokens_icl", "tokens_if", "margin", "margin_per_token")
+    df = pd.read_csv(path, keep_default_na=False, na_values={c: [""] for c in numeric})
     df["continuation"] = df["continuation"].astype(str)
     return df
 
 
-def load_results(model: str, results_dir: Path = RESULTS) -> tuple[pd.DataFrame, dict]:
-    """The stored rows and provenance of a model; a clear error naming the command that makes them."""
+def load_results(model: str, n_demos: int = PAPER_DEMOS,
+                 results_dir: Path = RESULTS) -> tuple[pd.DataFrame, dict]:
+    """The stored rows and provenance of a model's prompt set with `n_demos` demonstrations; a
+    clear error naming what is stored and the command that makes the rest."""
     models.check_model(model)
-    csv, meta = Path(results_dir) / f"{model}.csv", Path(results_dir) / f"{model}.json"
+    n_demos = prompts.PARAMS["n_demos"].check(n_demos)
+    stem = Path(results_dir) / result_stem(model, n_demos)
+    csv, meta = stem.with_suffix(".csv"), stem.with_suffix(".json")
     if not csv.exists() or not meta.exists():
+        have = stored_demos(model, results_dir)
+        stored = (f"stored for it: {', '.join(map(str, have))} demonstrations" if have
+                  else "nothing is stored for it")
         raise FileNotFoundError(
-            f"no stored ICL results for {model!r} in {results_dir}; compute them with\n"
-            f"    python -m cpbook.llm.experiment {model}")
+            f"no stored ICL results for {model!r} with {n_demos} demonstrations in "
+            f"{Path(results_dir).name}/ ({stored}); compute them with\n"
+            f"    python -m cpbook.llm.experiment {model} --n-demos {n_demos}")
     return read_rows(csv), cache.read_json(meta)
 
 

@@ -23,6 +23,7 @@ similar length and little padding; results come back in the order given.
 """
 from __future__ import annotations
 
+import copy
 import inspect
 
 import numpy as np
@@ -111,13 +112,36 @@ def continuation_logliks(model, tokenizer, prompts, answers, batch_size: int = 8
 
 # --- one pass: log-probability and is-greedy of several fixed answers ------------------------
 
+def _greedy_from_cache(model, first, mask, steps: int, eos: int | None, pad: int) -> torch.Tensor:
+    """`steps` greedy tokens after a batch of left-padded prompts whose forward pass `first`
+    (with its KV cache) is done: what `model.generate(do_sample=False)` emits, without
+    encoding the prompts again. Rows that have emitted EOS continue with padding, as there."""
+    cache = copy.deepcopy(first.past_key_values)     # the caller reuses the prompt's cache
+    token = first.logits[:, -1].argmax(-1)
+    done = token == eos if eos is not None else torch.zeros_like(token, dtype=torch.bool)
+    out = [token]
+    for _ in range(steps - 1):
+        mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
+        pos = mask.sum(1, keepdim=True) - 1          # the new token's position in its own row
+        step = model(input_ids=token[:, None], attention_mask=mask, position_ids=pos,
+                     past_key_values=cache, use_cache=True, logits_to_keep=1)
+        token = torch.where(done, pad, step.logits[:, -1].argmax(-1))
+        if eos is not None:
+            done |= token == eos
+        out.append(token)
+    return torch.stack(out, dim=1)
+
+
 @torch.inference_mode()
 def score_answers(model, tokenizer, prompts, answers: dict[str, list], batch_size: int = 8,
-                  bos: bool = False) -> pd.DataFrame:
+                  bos: bool = False, generate: int = 0) -> pd.DataFrame:
     """For every prompt and every named answer (e.g. {"icl": [...], "if": [...]}; None where a
     prompt has no such answer): the answer's log-probability after the prompt, its length in
     tokens, and whether greedy decoding would emit exactly those tokens. Columns
     `loglik_<name>`, `tokens_<name>`, `greedy_<name>`, one row per prompt in the given order.
+    With generate=n, also the prompt's greedy continuation of n tokens (column `continuation`,
+    decoded without special tokens, as `greedy_continuations` gives it), decoded from the same
+    cache, so the paper's protocol costs no second encoding of the prompt.
 
     The prompt is run once. Its keys and values (the KV cache) are copied to one row per answer,
     and all the answers of a batch go through one more forward pass over that cache, so the
@@ -137,14 +161,21 @@ def score_answers(model, tokenizer, prompts, answers: dict[str, list], batch_siz
         raise ValueError("every answer must be at least one token long")
     out = {f"{col}_{n}": np.full(len(prompts), np.nan) for n in names for col in ("loglik", "tokens")}
     out.update({f"greedy_{n}": np.zeros(len(prompts), dtype=bool) for n in names})
+    continuations = [""] * len(prompts)
 
     for batch in length_sorted_batches([len(p) for p in p_ids], batch_size):
         ids, mask = left_pad([p_ids[i] for i in batch], pad)
         ids, mask = ids.to(model.device), mask.to(model.device)
         first = model(input_ids=ids, attention_mask=mask, position_ids=positions(mask), use_cache=True,
                       logits_to_keep=1)
+        if generate:
+            new = _greedy_from_cache(model, first, mask, generate, tokenizer.eos_token_id, pad)
+            for i, text in zip(batch, tokenizer.batch_decode(new, skip_special_tokens=True)):
+                continuations[i] = text
         # one row per (prompt, answer) that exists: which prompt row of the batch it continues
         jobs = [(row, n, a_ids[n][i]) for row, i in enumerate(batch) for n in names if a_ids[n][i] is not None]
+        if not jobs:
+            continue
         rows = torch.tensor([row for row, _, _ in jobs], device=model.device)
         m = max(len(a) for _, _, a in jobs)
         answer_ids, answer_mask = right_pad([a for _, _, a in jobs], pad)
@@ -167,4 +198,6 @@ def score_answers(model, tokenizer, prompts, answers: dict[str, list], batch_siz
             out[f"loglik_{n}"][i] = token_logp[j].sum().item()
             out[f"tokens_{n}"][i] = len(a)
             out[f"greedy_{n}"][i] = bool(hits[j].all())
+    if generate:
+        out["continuation"] = continuations
     return pd.DataFrame(out)
