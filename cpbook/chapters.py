@@ -12,8 +12,8 @@ import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from .llm import analysis
-from .params import Param, check_all, defaults, param, specs
+from .llm import analysis, prompts
+from .params import Param, check_all, defaults, param, param_like, specs
 from .synthetic.config import (ConjugateSweep, FinetuneConfig, ForgettingVariants, GEstimation, Preset,
                                SyntheticConfig, make_configs)
 
@@ -28,6 +28,9 @@ class ICLChapter:
     cross_family: list[str] = param("other families, shown beside the base",
                                     default=["smollm2-135m-instruct", "qwen2.5-coder-0.5b-instruct"])
     reference: str = param("the language of the instruction-tuning data", default="en")
+    n_demos: int = param_like(prompts.PARAMS["n_demos"], default=2)
+    demo_counts: list[int] = param("demonstrations per prompt set of the curve (base and tuned)",
+                                   1, prompts.MAX_DEMOS, default=[2, 4, 8])
 
 
 # (dataclass, optional): optional groups default to None, "take the value from the preset".

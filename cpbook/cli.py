@@ -74,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     values = {name: parse_value(value) for name, value in args.parameter}
     try:
         check_values(path.stem, values)
-    except ValueError as err:          # ParameterError, or an unknown model or language
+    except (ValueError, FileNotFoundError) as err:   # a bad parameter, model or language; results not stored
         raise SystemExit(f"cpbook: {path.stem}: {err}") from None
     output = path if args.in_place else (args.output or Path("runs") / path.name)
     output.parent.mkdir(parents=True, exist_ok=True)

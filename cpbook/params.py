@@ -27,7 +27,7 @@ class ParameterError(ValueError):
 @dataclass(frozen=True)
 class Param:
     name: str
-    kind: type                     # int, float, str, bool, list[float] or list[str]
+    kind: type                     # int, float, str, bool, or a list of int, float or str
     doc: str
     low: float | None = None       # inclusive bounds (of each item, for a list), None for unbounded
     high: float | None = None
@@ -96,7 +96,7 @@ class Param:
 
 # --- declaring parameters as dataclass fields -------------------------------------------------
 
-KINDS = (int, float, str, bool, list[float], list[str])
+KINDS = (int, float, str, bool, list[int], list[float], list[str])
 
 
 def param(doc: str, low: float | None = None, high: float | None = None, choices: tuple | None = None,

@@ -219,6 +219,55 @@ def margin_figure(margins: pd.DataFrame, order):
     return fig
 
 
+def demos_figure(table: pd.DataFrame, order, models):
+    """ICL accuracy (Wilson 95% intervals) against the number of demonstrations, one panel per
+    surface form, one line per model (conflict prompts)."""
+    cols = 4
+    rows = -(-len(order) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(12, 2.7 * rows), sharex=True, sharey=True, squeeze=False)
+    for ax, surface in zip(axes.flat, order):
+        for model in models:
+            t = table[(table["surface"] == surface) & (table["model"] == model)].sort_values("n_demos")
+            ax.errorbar(t["n_demos"], 100 * t["icl_accuracy"],
+                        yerr=[100 * (t["icl_accuracy"] - t["low"]), 100 * (t["high"] - t["icl_accuracy"])],
+                        fmt="o-", ms=4, capsize=2, lw=1.2, color=MODEL_PALETTE.get(model), label=model)
+        ax.set_title(surface)
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(sorted(table["n_demos"].unique()), [str(n) for n in sorted(table["n_demos"].unique())])
+        ax.set_ylim(-3, 103)
+    for ax in axes[:, 0]:
+        ax.set_ylabel("ICL accuracy (%)")
+    for ax in axes[-1]:
+        ax.set_xlabel("demonstrations")
+    for ax in axes.flat[len(order):]:
+        ax.set_visible(False)
+    axes[0, 0].legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def demos_drop_figure(drops: pd.DataFrame, reference: str):
+    """The drop in ICL accuracy (left) and in the margin (right) from base to tuned against the
+    number of demonstrations, one line per surface form, the reference language in bold."""
+    fig, axes = plt.subplots(1, 2, figsize=(12, 3.8))
+    palette = sns.color_palette("tab10", drops["surface"].nunique())
+    for ax, (y, label) in zip(axes, [("drop", "drop in ICL accuracy (points)"),
+                                     ("margin_shift", "drop in margin m (nats)")]):
+        for colour, (surface, t) in zip(palette, drops.groupby("surface", sort=False)):
+            t = t.sort_values("n_demos")
+            bold = surface == reference
+            ax.plot(t["n_demos"], t[y], "o-", color="black" if bold else colour, lw=2.6 if bold else 1.1,
+                    ms=5 if bold else 3, label=surface, zorder=3 if bold else 2)
+        ax.axhline(0, color="#888888", lw=0.8)
+        ax.set_xscale("log", base=2)
+        ns = sorted(drops["n_demos"].unique())
+        ax.set_xticks(ns, [str(n) for n in ns])
+        _label(ax, label, "demonstrations", label, bottom=None)
+    axes[1].legend(fontsize=8, ncol=2)
+    fig.tight_layout()
+    return fig
+
+
 def show(fig) -> None:
     """Display a figure exactly once and close it, whatever the notebook's matplotlib backend
     (so stored outputs and fresh runs hold the same single figure for nbval to compare)."""

@@ -107,7 +107,7 @@ def test_run_scores_both_ways_and_resumes_per_surface(tmp_path, monkeypatch):
 @pytest.mark.parametrize("name, n_demos", STORED_SETS)
 def test_stored_results_are_complete_and_consistent(name, n_demos):
     table, record = E.load_results(name, n_demos)
-    run = E.ICLRun(**{**record["run"], "surfaces": tuple(record["run"]["surfaces"])})
+    run = E.run_of(record)
     assert record["model"] == name and run.n_demos == n_demos
     # scored by committed code: a result from a work tree with changes cannot be traced
     assert record["commit"] != "unknown" and not record["commit"].endswith("+dirty"), record["commit"]
@@ -165,7 +165,7 @@ def _rows(correct, margins, surface="en"):
     n = len(correct)
     return pd.DataFrame({"surface": surface, "task_pair": "repeat|math", "index": range(n),
                          "control": False, "icl_correct": correct, "if_correct": [not c for c in correct],
-                         "margin": margins})
+                         "margin": margins, "margin_per_token": [m / 2 for m in margins]})
 
 
 def test_wilson_interval():
@@ -188,6 +188,53 @@ def test_drop_is_paired_and_the_gap_compares_drops():
     shifted = tuned.assign(index=tuned["index"] + 3)
     with pytest.raises(ValueError, match="same prompts"):
         A.drop_table(base, shifted, ["en"])
+
+
+def test_per_token_shift_is_paired_like_the_margin():
+    base = _rows([True] * 4, [2.0, 2.0, 4.0, 4.0])
+    tuned = _rows([False] * 4, [0.0, 0.0, 0.0, 2.0])
+    d = A.drop_table(base, tuned, ["en"]).iloc[0]
+    assert d["margin_shift"] == pytest.approx(2.5) and d["pt_shift"] == pytest.approx(1.25)
+    assert A.gap_vs_reference(pd.concat([base, _rows([True] * 4, [1.0] * 4, "fr")]),
+                              pd.concat([tuned, _rows([True] * 4, [1.0] * 4, "fr")]), ["en", "fr"],
+                              column="pt_shift")["difference"].tolist() == [pytest.approx(1.25)]
+
+
+@pytest.mark.parametrize("continuation, answer, greedy, kind", [
+    (" WHAT is", " WHAT", True, None),
+    (" 19", " WHAT", False, None),
+    (" ___ brother", " __", False, "runs on"),
+    (" WHATEVER", " WHAT", False, "runs on"),
+    ("WHAT is 7", " WHAT", False, "no space"),
+    (" WHAT is", " WHAT", False, "other split"),
+    (" 19", " WHAT", True, "near tie"),
+])
+def test_disagreement_kinds(continuation, answer, greedy, kind):
+    assert A.disagreement_kind(continuation, answer, greedy) == kind
+
+
+def test_greedy_agreement_counts_each_kind():
+    df = pd.DataFrame({"continuation": [" WHAT is", " ___ x", "WHAT", " 19"],
+                       "icl_answer": [" WHAT", " __", " WHAT", " WHAT"],
+                       "greedy_icl": [True, False, False, False], "surface": "en", "task_pair": "repeat|math"})
+    row = A.greedy_agreement({"m": df}).loc["m"]
+    assert row["prompts"] == 4 and row["agree"] == 2 and row["agreement"] == 0.5
+    assert (row["runs on"], row["no space"], row["other split"], row["near tie"]) == (1, 1, 0, 0)
+    assert row["low"] < 0.5 < row["high"]
+    assert A.disagreement_examples({"m": df})["kind"].tolist() == ["runs on", "no space"]
+
+
+def test_demos_drops_per_number_of_demonstrations():
+    en2, fr2 = _rows([True] * 4, [1.0] * 4), _rows([True] * 4, [1.0] * 4, "fr")
+    curve = {2: {"b": pd.concat([en2, fr2]), "t": pd.concat([_rows([False] * 4, [0.0] * 4), fr2])},
+             8: {"b": pd.concat([en2, fr2]), "t": pd.concat([_rows([True, True, False, False], [0.5] * 4),
+                                                             _rows([False] * 4, [0.0] * 4, "fr")])}}
+    d = A.demos_drops(curve, "b", "t", ["en", "fr"]).set_index(["n_demos", "surface"])
+    assert d.loc[(2, "en"), "drop"] == 100 and d.loc[(8, "en"), "drop"] == 50
+    assert d.loc[(2, "fr"), "gap_difference"] == pytest.approx(100)
+    assert d.loc[(8, "fr"), "gap_difference"] == pytest.approx(-50)
+    assert d.loc[(8, "fr"), "mgap_difference"] == pytest.approx(-0.5)
+    assert pd.isna(d.loc[(2, "en"), "gap_difference"])
 
 
 def test_scorer_agreement():

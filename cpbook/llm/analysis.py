@@ -19,6 +19,7 @@ import pandas as pd
 
 from cpbook import cache
 from cpbook.llm import experiment, models, prompts
+from cpbook.llm.score import prefix_match
 from cpbook.stats import LEVEL_FIGURES, mean_interval, pivot_unique, require_unique, wilson_interval
 
 QUESTION_KEY = ["task_pair", "index"]   # the same question in every surface form
@@ -49,7 +50,9 @@ def accuracy_table(results: dict[str, pd.DataFrame], control: bool = False,
             lo, hi = wilson(k, n, level)
             rows.append({"model": model, "surface": surface, "n": n, "icl_accuracy": k / n,
                          "low": lo, "high": hi, "if_rate": float(g["if_correct"].mean()),
-                         "mean_margin": float(g["margin"].mean()) if not control else float("nan")})
+                         "mean_margin": float(g["margin"].mean()) if not control else float("nan"),
+                         "mean_margin_per_token": (float(g["margin_per_token"].mean()) if not control
+                                                   else float("nan"))})
     return pd.DataFrame(rows)
 
 
@@ -69,33 +72,39 @@ def paired_rows(base: pd.DataFrame, tuned: pd.DataFrame) -> pd.DataFrame:
         raise ValueError("base and tuned results were not scored on the same prompts")
     b, t = b.loc[common], t.loc[common]
     out = pd.DataFrame({"base": b["icl_correct"].astype(int), "tuned": t["icl_correct"].astype(int),
-                        "margin_base": b["margin"], "margin_tuned": t["margin"]})
+                        "margin_base": b["margin"], "margin_tuned": t["margin"],
+                        "pt_base": b["margin_per_token"], "pt_tuned": t["margin_per_token"]})
     out["drop"] = out["base"] - out["tuned"]
     out["margin_shift"] = out["margin_base"] - out["margin_tuned"]
+    out["pt_shift"] = out["pt_base"] - out["pt_tuned"]
     return out.reset_index()
 
 
 def drop_table(base: pd.DataFrame, tuned: pd.DataFrame, surfaces,
                level: float = LEVEL_FIGURES) -> pd.DataFrame:
     """The paper's layout: base %, tuned %, drop in points with its paired interval, plus the
-    mean margin shift (base minus tuned, in nats) with its interval."""
+    mean margin shift (base minus tuned, in nats) and the mean shift of the per-token margin
+    (nats per answer token), each with its interval."""
     pairs = paired_rows(base, tuned)
     rows = []
     for s in surfaces:
         g = pairs[pairs["surface"] == s]
         drop = mean_interval(g["drop"], level)
         shift = mean_interval(g["margin_shift"], level)
+        pt = mean_interval(g["pt_shift"], level)
         rows.append({"surface": s, "n": len(g), "base_%": 100 * g["base"].mean(),
                      "tuned_%": 100 * g["tuned"].mean(), "drop": 100 * drop.mean,
                      "drop_low": 100 * drop.low, "drop_high": 100 * drop.high,
-                     "margin_shift": shift.mean, "shift_low": shift.low, "shift_high": shift.high})
+                     "margin_shift": shift.mean, "shift_low": shift.low, "shift_high": shift.high,
+                     "pt_shift": pt.mean, "pt_low": pt.low, "pt_high": pt.high})
     return pd.DataFrame(rows)
 
 
 def gap_vs_reference(base: pd.DataFrame, tuned: pd.DataFrame, surfaces, reference: str = "en",
                      column: str = "drop", level: float = LEVEL_FIGURES) -> pd.DataFrame:
     """Per surface s: mean over questions of (column at `reference` - column at s), paired by
-    question (task pair, index). column is "drop" (points of accuracy) or "margin_shift"."""
+    question (task pair, index). column is "drop" (points of accuracy), "margin_shift" (nats)
+    or "pt_shift" (nats per answer token)."""
     pairs = paired_rows(base, tuned)
     wide = pivot_unique(pairs, index=QUESTION_KEY, columns="surface", values=column)
     scale = 100 if column == "drop" else 1
@@ -122,6 +131,95 @@ def scorer_agreement(df: pd.DataFrame) -> dict:
             "agreement_decisive": float(agree[decisive].mean()) if decisive.any() else float("nan")}
 
 
+# --- the one-pass verdict against the paper's prefix match ---------------------------------------
+
+DISAGREEMENTS = {
+    "runs on": "greedy text starts with the answer and runs on in the same word (' ___' for ' __')",
+    "no space": "greedy text starts with the answer's word but without the space before it",
+    "other split": "greedy text starts with the answer, cut into other tokens",
+    "near tie": "one pass says greedy emits the answer's tokens, the generated text does not start with it",
+}
+
+
+def disagreement_kind(continuation: str, answer: str, greedy: bool) -> str | None:
+    """Why the one-pass verdict (greedy decoding emits the answer's exact tokens) and the paper's
+    prefix match of the generated text differ on one prompt; None where they agree."""
+    matched = prefix_match(continuation, answer)
+    if matched == greedy:
+        return None
+    if greedy:
+        return "near tie"
+    word = answer.lstrip()
+    after = continuation.lstrip()[len(word):len(word) + 1]
+    if after and (after.isalnum() or after == "_"):
+        return "runs on"
+    if answer.startswith(" ") and not continuation.startswith(" "):
+        return "no space"
+    return "other split"
+
+
+def greedy_agreement(results: dict[str, pd.DataFrame], level: float = LEVEL_FIGURES) -> pd.DataFrame:
+    """Per model, over every stored prompt (conflict and control): how often "greedy decoding
+    would emit the ICL answer" (one pass) agrees with "the 10 generated tokens start with the ICL
+    answer" (the paper's protocol), with a Wilson interval, and how many disagreements of each
+    kind (`DISAGREEMENTS`)."""
+    rows = []
+    for name, df in results.items():
+        kinds = [disagreement_kind(c, a, g) for c, a, g in
+                 zip(df["continuation"], df["icl_answer"], df["greedy_icl"])]
+        agree = sum(k is None for k in kinds)
+        iv = wilson_interval(agree, len(df), level)
+        rows.append({"model": name, "prompts": len(df), "agree": agree, "agreement": agree / len(df),
+                     "low": iv.low, "high": iv.high,
+                     **{kind: sum(k == kind for k in kinds) for kind in DISAGREEMENTS}})
+    return pd.DataFrame(rows).set_index("model")
+
+
+def disagreement_examples(results: dict[str, pd.DataFrame], per_kind: int = 2) -> pd.DataFrame:
+    """A few prompts of each kind of disagreement, with the answer and the generated text."""
+    rows = []
+    for name, df in results.items():
+        for _, r in df.iterrows():
+            answer = r["icl_answer"]
+            kind = disagreement_kind(r["continuation"], answer, r["greedy_icl"])
+            if kind:
+                rows.append({"kind": kind, "model": name, "surface": r["surface"],
+                             "task pair": r["task_pair"], "ICL answer": repr(answer),
+                             "generated": repr(r["continuation"][:30])})
+    out = pd.DataFrame(rows, columns=["kind", "model", "surface", "task pair", "ICL answer", "generated"])
+    return out.groupby("kind", sort=False).head(per_kind).reset_index(drop=True)
+
+
+# --- demonstrations as evidence --------------------------------------------------------------------
+
+def demos_table(curve: dict[int, dict[str, pd.DataFrame]], level: float = LEVEL_FIGURES) -> pd.DataFrame:
+    """ICL accuracy (Wilson interval) and mean margin (normal interval) per number of
+    demonstrations, model and surface, on the conflict prompts."""
+    rows = []
+    for n, results in curve.items():
+        for _, r in accuracy_table(results, level=level).iterrows():
+            df = results[r["model"]]
+            m = mean_interval(df[(df["surface"] == r["surface"]) & ~df["control"]]["margin"], level)
+            rows.append({"n_demos": n, **r.to_dict(), "margin_low": m.low, "margin_high": m.high})
+    return pd.DataFrame(rows)
+
+
+def demos_drops(curve: dict[int, dict[str, pd.DataFrame]], base: str, tuned: str, surfaces,
+                reference: str = "en", level: float = LEVEL_FIGURES) -> pd.DataFrame:
+    """Per number of demonstrations and surface: the drop (points) and margin shift (nats) from
+    base to tuned, and how much larger the reference's drop is than this surface's (paired by
+    question; NaN on the reference itself)."""
+    out = []
+    for n, results in curve.items():
+        drops = drop_table(results[base], results[tuned], surfaces, level)
+        gap = gap_vs_reference(results[base], results[tuned], surfaces, reference, level=level)
+        gap_m = gap_vs_reference(results[base], results[tuned], surfaces, reference, "margin_shift", level)
+        drops = drops.merge(gap.add_prefix("gap_").rename(columns={"gap_surface": "surface"}), on="surface", how="left")
+        drops = drops.merge(gap_m.add_prefix("mgap_").rename(columns={"mgap_surface": "surface"}), on="surface", how="left")
+        out.append(drops.assign(n_demos=n))
+    return pd.concat(out, ignore_index=True)
+
+
 def format_table(drops: pd.DataFrame) -> pd.DataFrame:
     """The drop table as the chapter prints it: percentages and intervals as text."""
     return pd.DataFrame({
@@ -132,33 +230,52 @@ def format_table(drops: pd.DataFrame) -> pd.DataFrame:
                           zip(drops["drop"], drops["drop_low"], drops["drop_high"])],
         "margin shift, nats (95% CI)": [f"{d:.2f} [{lo:.2f}, {hi:.2f}]" for d, lo, hi in
                                         zip(drops["margin_shift"], drops["shift_low"], drops["shift_high"])],
+        "per token (95% CI)": [f"{d:.2f} [{lo:.2f}, {hi:.2f}]" for d, lo, hi in
+                               zip(drops["pt_shift"], drops["pt_low"], drops["pt_high"])],
     }).set_index("surface")
 
 
-def check_chapter(base: str, tuned: str, cross_family, reference: str = "en") -> list[str]:
-    """Chapter 5's parameters checked against the registry and the surface forms (no file is
-    read); returns the models it names. `cpbook run` calls it before a kernel starts."""
+def check_chapter(base: str, tuned: str, cross_family, reference: str = "en",
+                  n_demos: int = experiment.PAPER_DEMOS, demo_counts=(experiment.PAPER_DEMOS,)) -> list[str]:
+    """Chapter 5's parameters checked against the registry, the surface forms and the stored
+    prompt sets (which files exist; none is read); returns the models it names. `cpbook run`
+    calls it before a kernel starts."""
     names = [base, tuned, *cross_family]
     for name in names:
         models.check_model(name)
     if len(set(names)) != len(names):
         raise ValueError(f"each model may appear once: {names}")
     prompts.check_surface(reference)
+    for n in [n_demos, *demo_counts]:
+        prompts.PARAMS["n_demos"].check(n)
+    wanted = [(name, n_demos) for name in names] + [(name, n) for n in demo_counts for name in (base, tuned)]
+    for name, n in dict.fromkeys(wanted):
+        stem = experiment.RESULTS / experiment.result_stem(name, n)
+        if not (stem.with_suffix(".csv").exists() and stem.with_suffix(".json").exists()):
+            experiment.load_results(name, n)     # raises, naming what is stored and how to make the rest
     return names
 
 
-def load_chapter(base: str, tuned: str, cross_family, reference: str = "en"):
-    """Check chapter 5's parameters and load the stored rows and provenance of every model it
-    names, failing with a clear message (unknown model or surface, results not computed yet)
-    before any work. Returns ({model: rows}, {model: provenance record})."""
-    names = check_chapter(base, tuned, cross_family, reference)
-    loaded = {name: experiment.load_results(name) for name in names}
-    results = {name: rows for name, (rows, _) in loaded.items()}
-    records = {name: record for name, (_, record) in loaded.items()}
+def load_chapter(base: str, tuned: str, cross_family, reference: str = "en",
+                 n_demos: int = experiment.PAPER_DEMOS, demo_counts=(experiment.PAPER_DEMOS,)):
+    """Check chapter 5's parameters and load the stored rows and provenance of every prompt set
+    it names, failing with a clear message (unknown model or surface, a prompt set not computed
+    yet) before any work. Returns (results, curve, records): results {model: rows} with
+    `n_demos` demonstrations; curve {number of demonstrations: {base: rows, tuned: rows}};
+    records {file stem: provenance record} for every set read."""
+    names = check_chapter(base, tuned, cross_family, reference, n_demos, demo_counts)
+    records, loaded = {}, {}
+    for name, n in dict.fromkeys([(name, n_demos) for name in names]
+                                 + [(name, n) for n in demo_counts for name in (base, tuned)]):
+        rows, record = experiment.load_results(name, n)
+        loaded[name, n] = experiment.with_answers(rows, record)
+        records[experiment.result_stem(name, n)] = record
+    results = {name: loaded[name, n_demos] for name in names}
+    curve = {n: {name: loaded[name, n] for name in (base, tuned)} for n in sorted(set(demo_counts))}
     if reference not in set(results[base]["surface"]):
         raise ValueError(f"reference {reference!r} was not scored; stored surfaces: "
                          f"{', '.join(results[base]['surface'].unique())}")
-    return results, records
+    return results, curve, records
 
 
 def provenance_table(records: dict[str, dict]) -> pd.DataFrame:
@@ -166,25 +283,25 @@ def provenance_table(records: dict[str, dict]) -> pd.DataFrame:
     rows = []
     for name, r in records.items():
         digest = r["checksum"].get("gguf_sha256") or next(iter(r["checksum"].get("weights_sha256", {}).values()), "")
-        rows.append({"model": name, "kind": r["model_kind"], "rows": r["rows"],
+        rows.append({"results": name, "kind": r["model_kind"], "rows": r["rows"],
+                     "demonstrations": r["run"]["n_demos"],
                      "prompts per pair": r["run"]["n_per_pair"], "control per pair": r["run"]["n_control"],
                      "BOS": r["run"]["bos"], "weights SHA-256": digest[:12],
                      "commit": r["commit"][:7] + ("+dirty" if r["commit"].endswith("+dirty") else ""),
                      "torch": r["versions"]["torch"], "transformers": r["versions"]["transformers"]})
-    return pd.DataFrame(rows).set_index("model")
+    return pd.DataFrame(rows).set_index("results")
 
 
-def show_example(results, records, names, surface: str, task_pair: str, index: int) -> None:
+def show_example(results, names, surface: str, task_pair: str, index: int) -> None:
     """Print one prompt as the models saw it, its two answers, and each model's continuation."""
-    run = records[names[0]]["run"]
-    table = prompts.build_prompts([surface], n_per_pair=index + 1, seed=run["seed"], task_pairs=[task_pair])
-    row = table.iloc[index]
-    print(row["prompt"])
-    print(f"\n  ICL answer {row['icl_answer']!r}, instruction-following answer {row['if_answer']!r}")
+    def row_of(df):
+        return df[(df["surface"] == surface) & (df["task_pair"] == task_pair) & (df["index"] == index)
+                  & ~df["control"]].iloc[0]
+    first = row_of(results[names[0]])
+    print(first["prompt"])
+    print(f"\n  ICL answer {first['icl_answer']!r}, instruction-following answer {first['if_answer']!r}")
     for name in names:
-        df = results[name]
-        hit = df[(df["surface"] == surface) & (df["task_pair"] == task_pair) & (df["index"] == index)
-                 & ~df["control"]].iloc[0]
+        hit = row_of(results[name])
         verdict = "ICL" if hit["icl_correct"] else "instruction" if hit["if_correct"] else "neither"
         print(f"  {name:>24}: {hit['continuation']!r}  ({verdict}; margin {hit['margin']:+.2f} nats)")
 

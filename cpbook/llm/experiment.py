@@ -219,10 +219,23 @@ def load_results(model: str, n_demos: int = PAPER_DEMOS,
     return read_rows(csv), cache.read_json(meta)
 
 
+def run_of(record: dict) -> ICLRun:
+    """The run a stored provenance record describes."""
+    return ICLRun(**{**record["run"], "surfaces": tuple(record["run"]["surfaces"])}).resolved()
+
+
+def with_answers(stored: pd.DataFrame, record: dict) -> pd.DataFrame:
+    """Stored rows with their `prompt`, `icl_answer` and `if_answer` (rebuilt from the run's
+    parameters: the rows store verdicts and scores, not the prompts)."""
+    table = prompt_table(run_of(record), sorted(stored["surface"].unique()))
+    return stored.merge(table[ROW_KEY + ["control", "prompt", "icl_answer", "if_answer"]],
+                        on=ROW_KEY + ["control"], how="left", validate="one_to_one")
+
+
 def recompute_rows(stored: pd.DataFrame, record: dict, n: int, rng: np.random.Generator) -> pd.DataFrame:
     """Recompute `n` randomly chosen stored rows with the stored run's parameters; returns the
     stored and recomputed scores side by side (suffixes _stored and _now)."""
-    run = ICLRun(**{**record["run"], "surfaces": tuple(record["run"]["surfaces"])}).resolved()
+    run = run_of(record)
     pick = stored.iloc[np.sort(rng.choice(len(stored), size=min(n, len(stored)), replace=False))]
     table = prompt_table(run, sorted(pick["surface"].unique()))
     rows = pick[ROW_KEY + ["control"]].merge(table, on=ROW_KEY + ["control"], how="left", validate="one_to_one")
