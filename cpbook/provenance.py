@@ -9,13 +9,19 @@ from pathlib import Path
 PACKAGES = ("torch", "transformers", "peft", "numpy", "pandas", "scipy", "safetensors")
 
 
-def git_commit() -> str:
-    """The repository's HEAD commit, with '+dirty' when the work tree has changes; 'unknown' outside git."""
-    repo = Path(__file__).resolve().parents[1]
+# Results the book stores: writing one does not change the code that computes the next.
+RESULTS_PATH = "book/results"
+
+
+def git_commit(repo: Path | None = None) -> str:
+    """The repository's HEAD commit, with '+dirty' when tracked files other than the stored
+    results (RESULTS_PATH) have changes; 'unknown' outside git."""
+    repo = Path(__file__).resolve().parents[1] if repo is None else Path(repo)
     try:
         head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True,
                               text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=repo,
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".",
+                                f":(exclude){RESULTS_PATH}"], cwd=repo,
                                capture_output=True, text=True, check=True).stdout.strip()
         return head + ("+dirty" if dirty else "")
     except (OSError, subprocess.CalledProcessError):

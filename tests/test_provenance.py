@@ -1,0 +1,29 @@
+"""The commit a result records: '+dirty' for changed code, not for results written beside it."""
+import subprocess
+
+from cpbook.provenance import RESULTS_PATH, git_commit
+
+
+def _git(repo, *args):
+    subprocess.run(["git", *args], cwd=repo, check=True, capture_output=True)
+
+
+def test_dirty_means_changed_code_not_new_results(tmp_path):
+    _git(tmp_path, "init", "-q")
+    (tmp_path / "code.py").write_text("x = 1\n")
+    results = tmp_path / RESULTS_PATH
+    results.mkdir(parents=True)
+    (results / "model.csv").write_text("a\n1\n")
+    _git(tmp_path, "add", "-A")
+    _git(tmp_path, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "start")
+    clean = git_commit(tmp_path)
+    assert len(clean) == 40 and not clean.endswith("+dirty")
+    (results / "model.csv").write_text("a\n2\n")          # a rerun rewrote a stored result
+    (results / "other.csv").write_text("a\n3\n")
+    assert git_commit(tmp_path) == clean
+    (tmp_path / "code.py").write_text("x = 2\n")          # the code changed
+    assert git_commit(tmp_path) == clean + "+dirty"
+
+
+def test_outside_git_the_commit_is_unknown(tmp_path):
+    assert git_commit(tmp_path) == "unknown"
