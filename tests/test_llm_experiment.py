@@ -104,6 +104,23 @@ def test_run_scores_both_ways_and_resumes_per_surface(tmp_path, monkeypatch):
     pd.testing.assert_frame_equal(again, table, check_dtype=False)
 
 
+def test_result_files_are_named_for_model_and_demonstrations(tmp_path, monkeypatch):
+    """A dotted model name ("qwen2.5-...") or a ".demos4" stem keeps its full name."""
+    tiny = make_tiny()
+    monkeypatch.setattr(models, "load", lambda name: tiny)
+    monkeypatch.setenv("CPBOOK_CACHE", str(tmp_path / "cache"))
+    out = tmp_path / "out"
+    for n in (2, 3):
+        E.run_icl(E.ICLRun("qwen2.5-coder-0.5b-instruct", ("en",), n_per_pair=1, n_control=0,
+                           max_new_tokens=2, n_demos=n), out_dir=out, progress=False)
+    assert sorted(p.name for p in out.iterdir()) == [
+        "qwen2.5-coder-0.5b-instruct.csv", "qwen2.5-coder-0.5b-instruct.demos3.csv",
+        "qwen2.5-coder-0.5b-instruct.demos3.json", "qwen2.5-coder-0.5b-instruct.json"]
+    assert E.stored_demos("qwen2.5-coder-0.5b-instruct", out) == [2, 3]
+    rows, record = E.load_results("qwen2.5-coder-0.5b-instruct", 3, results_dir=out)
+    assert record["run"]["n_demos"] == 3 and len(rows) == 4
+
+
 @pytest.mark.parametrize("name, n_demos", STORED_SETS)
 def test_stored_results_are_complete_and_consistent(name, n_demos):
     table, record = E.load_results(name, n_demos)

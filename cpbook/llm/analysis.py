@@ -56,14 +56,15 @@ def accuracy_table(results: dict[str, pd.DataFrame], control: bool = False,
     return pd.DataFrame(rows)
 
 
-def paired_rows(base: pd.DataFrame, tuned: pd.DataFrame) -> pd.DataFrame:
-    """Conflict rows of both models side by side, matched by (surface, task pair, index).
+def paired_rows(base: pd.DataFrame, tuned: pd.DataFrame, control: bool = False) -> pd.DataFrame:
+    """Conflict rows (or control rows) of both models side by side, matched by (surface, task
+    pair, index); control rows have no margin (NaN).
 
     A run with fewer prompts per pair holds the first draws of a longer one (the draws are
     sequential), so two runs are compared on the smaller run's prompts; any other mismatch, or a
     prompt stored twice, is an error."""
     cols = ["surface"] + QUESTION_KEY
-    b, t = base[~base["control"]], tuned[~tuned["control"]]
+    b, t = base[base["control"] == control], tuned[tuned["control"] == control]
     require_unique(b, cols)
     require_unique(t, cols)
     b, t = b.set_index(cols), t.set_index(cols)
@@ -250,8 +251,7 @@ def check_chapter(base: str, tuned: str, cross_family, reference: str = "en",
         prompts.PARAMS["n_demos"].check(n)
     wanted = [(name, n_demos) for name in names] + [(name, n) for n in demo_counts for name in (base, tuned)]
     for name, n in dict.fromkeys(wanted):
-        stem = experiment.RESULTS / experiment.result_stem(name, n)
-        if not (stem.with_suffix(".csv").exists() and stem.with_suffix(".json").exists()):
+        if not all(path.exists() for path in experiment.result_files(name, n)):
             experiment.load_results(name, n)     # raises, naming what is stored and how to make the rest
     return names
 

@@ -129,6 +129,13 @@ def result_stem(model: str, n_demos: int = PAPER_DEMOS) -> str:
     return model if n_demos == PAPER_DEMOS else f"{model}.demos{n_demos}"
 
 
+def result_files(model: str, n_demos: int = PAPER_DEMOS, results_dir: Path = RESULTS) -> tuple[Path, Path]:
+    """(rows .csv, provenance .json) of a model's prompt set. Built by appending the suffix, never
+    with Path.with_suffix, which would take ".5b-instruct" or ".demos4" for a suffix."""
+    stem = result_stem(model, n_demos)
+    return Path(results_dir) / f"{stem}.csv", Path(results_dir) / f"{stem}.json"
+
+
 def stored_demos(model: str, results_dir: Path = RESULTS) -> list[int]:
     """The numbers of demonstrations a model has stored results for."""
     out = []
@@ -136,7 +143,8 @@ def stored_demos(model: str, results_dir: Path = RESULTS) -> list[int]:
         if meta.name.endswith(".tuning.json"):
             continue
         n = cache.read_json(meta)["run"].get("n_demos", PAPER_DEMOS)
-        if meta.stem == result_stem(model, n) and meta.with_suffix(".csv").exists():
+        csv, meta_path = result_files(model, n, results_dir)
+        if meta == meta_path and csv.exists():
             out.append(n)
     return sorted(out)
 
@@ -168,9 +176,9 @@ def run_icl(run: ICLRun, out_dir: Path = RESULTS, progress: bool = True) -> pd.D
         "scoring_seconds_last_call": round(seconds, 1),
         **origin,
     }
-    stem = Path(out_dir) / result_stem(run.model, run.n_demos)
-    cache.write_text(stem.with_suffix(".csv"), table.to_csv(index=False))
-    cache.write_json(stem.with_suffix(".json"), record)
+    csv, meta_path = result_files(run.model, run.n_demos, out_dir)
+    cache.write_text(csv, table.to_csv(index=False))
+    cache.write_json(meta_path, record)
     if isinstance(models.check_model(run.model).source, models.TunedSource):
         save_tuning_record(run.model, out_dir)
     return table
@@ -206,8 +214,7 @@ def load_results(model: str, n_demos: int = PAPER_DEMOS,
     clear error naming what is stored and the command that makes the rest."""
     models.check_model(model)
     n_demos = prompts.PARAMS["n_demos"].check(n_demos)
-    stem = Path(results_dir) / result_stem(model, n_demos)
-    csv, meta = stem.with_suffix(".csv"), stem.with_suffix(".json")
+    csv, meta = result_files(model, n_demos, results_dir)
     if not csv.exists() or not meta.exists():
         have = stored_demos(model, results_dir)
         stored = (f"stored for it: {', '.join(map(str, have))} demonstrations" if have
