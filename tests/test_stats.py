@@ -177,9 +177,10 @@ def test_pivoting_callers_raise_on_a_duplicated_row_instead_of_averaging():
 # --- chapter 5's statistics ---------------------------------------------------------------------
 
 def rows(surface, correct, margins, control=False):
+    # one-token answers: the per-token margin is the margin
     return pd.DataFrame({"surface": surface, "task_pair": "repeat|math", "index": range(len(correct)),
                          "control": control, "icl_correct": correct, "if_correct": False,
-                         "margin": margins})
+                         "margin": margins, "margin_per_token": margins})
 
 
 def hand_made_pair():
@@ -199,6 +200,7 @@ def test_drop_table_by_hand():
     assert d.loc["en", ["drop", "drop_low", "drop_high"]].tolist() == pytest.approx(
         [66.667, 25.347, 107.986], abs=1e-3)
     assert d.loc["en", ["margin_shift", "shift_low", "shift_high"]].tolist() == pytest.approx([2, 2, 2])
+    assert d.loc["en", ["pt_shift", "pt_low", "pt_high"]].tolist() == pytest.approx([2, 2, 2])
     assert d.loc["fr", "drop"] == pytest.approx(100 / 6)
     # the pairing is by question, not by row order
     shuffled = tuned.sample(frac=1, random_state=0)
