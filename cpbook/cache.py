@@ -13,6 +13,13 @@ interrupted build leaves nothing under the key, and two processes building the s
 once leave one valid entry. Work that must survive an interruption (training checkpoints, the
 parts of a long scoring run) lives in the entry's work folder `<key>.work/` until the entry is
 done. Single files are written to a temporary name and renamed the same way.
+
+Every artifact carries a checksum, so a file that is truncated or flipped on disk is found
+before it is used. `entry.json` records the SHA-256 of every other file of its entry; an entry
+whose files do not match is reported with a warning naming the file, removed, and built again.
+A work file written with `checked=True` (a training checkpoint, a scored part) gets a
+`<name>.sha256` beside it, and `intact(path)` reports and removes a file that does not match, so
+the caller recomputes it. Entries made before checksums were recorded get them on first use.
 """
 from __future__ import annotations
 
@@ -21,6 +28,7 @@ import json
 import os
 import shutil
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Callable
 
@@ -29,6 +37,12 @@ from safetensors.torch import load_file, save_file
 # Bumped when a change to the code makes cached artifacts stale; part of every key.
 CACHE_VERSION = 2
 ENTRY_FILE = "entry.json"
+CHECKSUMS = "file_sha256"        # in entry.json: {path inside the entry: SHA-256} of its other files
+SIDECAR = ".sha256"              # beside a checked work file: its SHA-256
+
+
+class CorruptCacheWarning(UserWarning):
+    """A cached file did not match its checksum (or had none) and is recomputed."""
 
 _REPO = Path(__file__).resolve().parents[1]
 
@@ -65,9 +79,95 @@ def work_path(kind: str, config: dict, root: Path | None = None) -> Path:
 
 
 def lookup(kind: str, config: dict, root: Path | None = None) -> Path | None:
-    """The complete entry folder, or None when it has not been built."""
+    """The complete entry folder, or None when it has not been built (or was corrupt, and is
+    now removed)."""
     path = entry_path(kind, config, root)
-    return path if (path / ENTRY_FILE).exists() else None
+    return path if _usable(path) else None
+
+
+# --- checksums --------------------------------------------------------------------------------
+
+def file_checksums(folder: Path) -> dict[str, str]:
+    """{path relative to folder: SHA-256} of every file under folder except entry.json."""
+    return {p.relative_to(folder).as_posix(): sha256_file(p)
+            for p in sorted(Path(folder).rglob("*")) if p.is_file() and p.name != ENTRY_FILE}
+
+
+def entry_problem(path: Path) -> str | None:
+    """What is wrong with a complete entry's files (None when every recorded checksum matches).
+    An entry made before checksums were recorded gets them now."""
+    try:
+        entry = read_entry(path)
+    except (OSError, ValueError) as err:
+        return f"{ENTRY_FILE} cannot be read ({err})"
+    recorded = entry.get(CHECKSUMS)
+    if recorded is None:
+        write_json(Path(path) / ENTRY_FILE, {**entry, CHECKSUMS: file_checksums(path)})
+        return None
+    for name, digest in recorded.items():
+        file = Path(path) / name
+        if not file.is_file():
+            return f"{name} is missing"
+        if sha256_file(file) != digest:
+            return f"{name} does not match its recorded SHA-256"
+    return None
+
+
+# Entries already checked by this process, with the size and mtime of each file when checked:
+# a model loaded twice is hashed once, and a file changed since is hashed again.
+_checked: dict[Path, tuple] = {}
+
+
+def _stamp(path: Path) -> tuple:
+    return tuple((str(p), s.st_size, s.st_mtime_ns) for p in sorted(path.rglob("*")) if p.is_file()
+                 for s in [p.stat()])
+
+
+def _usable(path: Path) -> bool:
+    """True for a complete entry whose files match their checksums. A corrupt one is reported
+    with a warning naming the file and removed, so the caller builds it again."""
+    if not (path / ENTRY_FILE).exists():
+        return False
+    stamp = _stamp(path)
+    if _checked.get(path) == stamp:
+        return True
+    problem = entry_problem(path)
+    if problem is None:
+        _checked[path] = _stamp(path)
+        return True
+    warnings.warn(f"cache entry {path}: {problem}; it is removed and made again", CorruptCacheWarning,
+                  stacklevel=3)
+    _discard(path)
+    return False
+
+
+def _discard(path: Path) -> None:
+    """Remove a folder without leaving a half-removed one under its name: renamed aside first."""
+    aside = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.corrupt."))
+    try:
+        os.replace(path, aside / path.name)
+    except FileNotFoundError:       # another process removed it first
+        pass
+    shutil.rmtree(aside, ignore_errors=True)
+    _checked.pop(path, None)
+
+
+def intact(path: Path) -> bool:
+    """True when a file written with `checked=True` exists and matches its checksum. A file that
+    does not match, or has no checksum beside it, is reported with a warning and removed (with
+    its checksum), so the caller recomputes it."""
+    path, sidecar = Path(path), Path(f"{path}{SIDECAR}")
+    if not path.exists():
+        sidecar.unlink(missing_ok=True)
+        return False
+    if sidecar.exists() and sidecar.read_text().strip() == sha256_file(path):
+        return True
+    problem = "does not match its recorded SHA-256" if sidecar.exists() else "has no recorded SHA-256"
+    warnings.warn(f"cached file {path} {problem}; it is removed and made again", CorruptCacheWarning,
+                  stacklevel=2)
+    path.unlink(missing_ok=True)
+    sidecar.unlink(missing_ok=True)
+    return False
 
 
 def build(kind: str, config: dict, make: Callable[[Path], dict | None], root: Path | None = None) -> Path:
@@ -78,14 +178,15 @@ def build(kind: str, config: dict, make: Callable[[Path], dict | None], root: Pa
     into place only after `make` returned; the work folder is removed after that.
     """
     target = entry_path(kind, config, root)
-    if (target / ENTRY_FILE).exists():
+    if _usable(target):
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}."))
     tmp.chmod(0o755)   # mkdtemp makes it private; the cache is an ordinary folder
     try:
         record = make(tmp) or {}
-        write_json(tmp / ENTRY_FILE, {"kind": kind, "cache_version": CACHE_VERSION, "config": config, **record})
+        write_json(tmp / ENTRY_FILE, {"kind": kind, "cache_version": CACHE_VERSION, "config": config, **record,
+                                      CHECKSUMS: file_checksums(tmp)})
         try:
             os.rename(tmp, target)
         except OSError:
@@ -104,8 +205,11 @@ def read_entry(path: Path) -> dict:
     return read_json(Path(path) / ENTRY_FILE)
 
 
-def atomic_write(path: Path, write: Callable[[str], None]) -> None:
-    """Call `write(tmp_name)` and rename the result to `path`; on any failure the old file stays."""
+def atomic_write(path: Path, write: Callable[[str], None], checked: bool = False) -> None:
+    """Call `write(tmp_name)` and rename the result to `path`; on any failure the old file stays.
+    With checked=True, the file's SHA-256 is written beside it afterwards (see `intact`): a crash
+    while writing leaves the old file and its checksum, one between the rename and the checksum a
+    mismatch, which `intact` treats as corrupt, never as valid."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -117,15 +221,17 @@ def atomic_write(path: Path, write: Callable[[str], None]) -> None:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+    if checked:
+        write_text(Path(f"{path}{SIDECAR}"), sha256_file(path) + "\n")
 
 
-def write_text(path: Path, text: str) -> None:
+def write_text(path: Path, text: str, checked: bool = False) -> None:
     def write(tmp):
         with open(tmp, "w") as f:
             f.write(text)
             f.flush()
             os.fsync(f.fileno())
-    atomic_write(path, write)
+    atomic_write(path, write, checked)
 
 
 def write_json(path: Path, obj) -> None:
@@ -136,10 +242,10 @@ def read_json(path: Path):
     return json.loads(Path(path).read_text())
 
 
-def save_tensors(path: Path, tensors: dict, metadata: dict[str, str] | None = None) -> None:
+def save_tensors(path: Path, tensors: dict, metadata: dict[str, str] | None = None, checked: bool = False) -> None:
     """safetensors file, written atomically. Tensors are made contiguous (safetensors needs that)."""
     tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
-    atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=metadata))
+    atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=metadata), checked)
 
 
 def load_tensors(path: Path) -> dict:

@@ -85,7 +85,7 @@ def save_checkpoint(path: Path, trainable: nn.Module, optimizer: torch.optim.Opt
     adapters), the optimizer state, and the step count and history in its metadata."""
     tensors = {f"model.{k}": v for k, v in trainable.state_dict().items()}
     tensors.update(optimizer_tensors(optimizer))
-    cache.save_tensors(path, tensors, metadata={"step": str(step), "history": json.dumps(history)})
+    cache.save_tensors(path, tensors, metadata={"step": str(step), "history": json.dumps(history)}, checked=True)
 
 
 def load_checkpoint(path: Path, trainable: nn.Module, optimizer: torch.optim.Optimizer) -> tuple[int, list[dict]]:
@@ -118,7 +118,7 @@ def fit(model: nn.Module, loss_fn: Callable[[int], torch.Tensor], spec: FitSpec,
     optimizer = torch.optim.AdamW(trainable.parameters(), lr=spec.lr, weight_decay=spec.weight_decay)
     checkpoint = Path(run_dir) / CHECKPOINT_FILE if run_dir else None
     start, history = 0, []
-    if checkpoint is not None and checkpoint.exists():
+    if checkpoint is not None and cache.intact(checkpoint):   # a corrupt one is reported and dropped
         start, history = load_checkpoint(checkpoint, trainable, optimizer)
 
     end = spec.steps if stop_after is None else min(spec.steps, stop_after)

@@ -114,3 +114,99 @@ def test_cache_root_follows_the_environment(monkeypatch, tmp_path):
 def test_sha256_of_a_known_file(tmp_path):
     (tmp_path / "f").write_bytes(b"abc")
     assert cache.sha256_file(tmp_path / "f") == "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+
+
+# --- checksums: a corrupt file is found, named, and made again ---------------------------------
+
+def _flip_a_byte(path, at=-1):
+    data = bytearray(path.read_bytes())
+    data[at] ^= 0x01
+    path.write_bytes(bytes(data))
+
+
+def _entry_with_weights(tmp_path, calls):
+    def make(folder):
+        calls.append(folder)
+        cache.save_tensors(folder / "weights.safetensors", {"w": torch.arange(1000.0)})
+    return cache.build("thing", {"n": 1}, make, root=tmp_path)
+
+
+@pytest.mark.parametrize("damage", ["flip", "truncate", "delete"])
+def test_a_corrupt_entry_is_reported_by_name_and_built_again(tmp_path, damage):
+    calls = []
+    path = _entry_with_weights(tmp_path, calls)
+    assert set(cache.read_entry(path)[cache.CHECKSUMS]) == {"weights.safetensors"}
+    weights = path / "weights.safetensors"
+    if damage == "flip":
+        _flip_a_byte(weights, at=len(weights.read_bytes()) // 2)    # a bit flip inside a tensor
+    elif damage == "truncate":
+        weights.write_bytes(weights.read_bytes()[:-100])
+    else:
+        weights.unlink()
+    with pytest.warns(cache.CorruptCacheWarning, match="weights.safetensors"):
+        assert cache.lookup("thing", {"n": 1}, root=tmp_path) is None
+    assert not path.exists()
+    again = _entry_with_weights(tmp_path, calls)
+    assert again == path and len(calls) == 2
+    assert torch.equal(cache.load_tensors(again / "weights.safetensors")["w"], torch.arange(1000.0))
+    assert [p.name for p in (tmp_path / "thing").iterdir()] == [path.name]   # nothing set aside is left
+
+
+def test_a_sound_entry_is_used_as_it_is(tmp_path, recwarn):
+    calls = []
+    path = _entry_with_weights(tmp_path, calls)
+    for _ in range(2):
+        assert _entry_with_weights(tmp_path, calls) == path
+    assert len(calls) == 1 and not recwarn.list
+
+
+def test_an_entry_made_before_checksums_gets_them_on_first_use(tmp_path, recwarn):
+    path = _entry_with_weights(tmp_path, [])
+    entry = cache.read_entry(path)
+    recorded = entry.pop(cache.CHECKSUMS)
+    cache.write_json(path / cache.ENTRY_FILE, entry)
+    cache._checked.clear()
+    assert cache.lookup("thing", {"n": 1}, root=tmp_path) == path and not recwarn.list
+    assert cache.read_entry(path)[cache.CHECKSUMS] == recorded
+
+
+@pytest.mark.parametrize("damage", ["flip", "truncate", "no checksum"])
+def test_a_corrupt_work_file_is_reported_and_removed(tmp_path, damage):
+    path = tmp_path / "part.csv"
+    cache.write_text(path, "a,b\n1,2\n3,4\n", checked=True)
+    assert cache.intact(path)
+    if damage == "flip":
+        _flip_a_byte(path, at=5)
+    elif damage == "truncate":
+        path.write_text("a,b\n1,2\n")
+    else:
+        Path(f"{path}{cache.SIDECAR}").unlink()
+    with pytest.warns(cache.CorruptCacheWarning, match="part.csv"):
+        assert not cache.intact(path)
+    assert list(tmp_path.iterdir()) == []
+    assert not cache.intact(path)            # a missing file is simply not there, no warning
+
+
+def test_two_processes_building_one_entry_leave_one_valid_entry(tmp_path):
+    """Real processes, started together, both find the entry missing and build it."""
+    script = f"""
+import sys, time
+sys.path.insert(0, {str(REPO)!r})
+from pathlib import Path
+from cpbook import cache
+def make(folder):
+    time.sleep(1.0)                      # both are inside make at once
+    (folder / "who").write_text(sys.argv[1] * 100000)
+print(cache.build("thing", {{"n": 1}}, make, root=Path({str(tmp_path)!r})))
+"""
+    import subprocess
+    import sys
+    procs = [subprocess.Popen([sys.executable, "-c", script, who], stdout=subprocess.PIPE, text=True)
+             for who in "ab"]
+    outs = [p.communicate(timeout=60)[0].strip() for p in procs]
+    assert all(p.returncode == 0 for p in procs)
+    assert outs[0] == outs[1]
+    entries = list((tmp_path / "thing").iterdir())
+    assert [p.name for p in entries] == [Path(outs[0]).name]              # one entry, no temporaries
+    assert cache.entry_problem(entries[0]) is None
+    assert (entries[0] / "who").read_text() in ("a" * 100000, "b" * 100000)

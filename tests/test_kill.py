@@ -11,6 +11,7 @@ from pathlib import Path
 import torch
 from safetensors import safe_open
 
+from cpbook.cache import SIDECAR
 from cpbook.fit import CHECKPOINT_FILE
 
 TESTS = Path(__file__).resolve().parent
@@ -59,11 +60,13 @@ def checkpoint_step(path: Path) -> int:
 
 
 def kill_after_first_checkpoint(script: Path, run_dir: Path, timeout: float = 120.0) -> int:
-    """Start `script run_dir`, SIGKILL it as soon as a checkpoint exists; the step it had reached."""
+    """Start `script run_dir`, SIGKILL it as soon as a checkpoint (and its checksum) exists; the
+    step it had reached."""
     proc = subprocess.Popen([sys.executable, str(script), str(run_dir)], stderr=subprocess.PIPE)
     checkpoint = run_dir / CHECKPOINT_FILE
+    checksum = run_dir / f"{CHECKPOINT_FILE}{SIDECAR}"      # written just after the checkpoint
     deadline = time.monotonic() + timeout
-    while not checkpoint.exists():
+    while not checksum.exists():
         assert proc.poll() is None, f"the run ended before its first checkpoint: {proc.stderr.read().decode()}"
         assert time.monotonic() < deadline, "no checkpoint appeared"
         time.sleep(0.01)

@@ -113,7 +113,7 @@ def test_result_files_are_named_for_model_and_demonstrations(tmp_path, monkeypat
     for n in (2, 3):
         E.run_icl(E.ICLRun("qwen2.5-coder-0.5b-instruct", ("en",), n_per_pair=1, n_control=0,
                            max_new_tokens=2, n_demos=n), out_dir=out, progress=False)
-    assert sorted(p.name for p in out.iterdir()) == [
+    assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".") and p.name != "SHA256SUMS") == [
         "qwen2.5-coder-0.5b-instruct.csv", "qwen2.5-coder-0.5b-instruct.demos3.csv",
         "qwen2.5-coder-0.5b-instruct.demos3.json", "qwen2.5-coder-0.5b-instruct.json"]
     assert E.stored_demos("qwen2.5-coder-0.5b-instruct", out) == [2, 3]

@@ -113,3 +113,27 @@ def test_fit_records_monitors_and_checkpoints_on_schedule(tmp_path):
     run(tmp_path, stop_after=6)
     resumed, resumed_history = run(tmp_path)
     assert torch.equal(resumed.weight, whole.weight) and resumed_history == history
+
+
+def test_a_corrupt_checkpoint_is_reported_and_training_starts_over(tmp_path):
+    """A bit-flipped checkpoint is never resumed from: the loop warns, naming it, and trains from
+    the start, ending where an uninterrupted run ends."""
+    from cpbook.cache import CorruptCacheWarning
+
+    def run(run_dir=None, stop_after=None):
+        w = torch.nn.Linear(1, 1, bias=False)
+        torch.nn.init.constant_(w.weight, 3.0)
+        spec = FitSpec(steps=10, lr=0.1, checkpoint_every=4)
+        fit(w, lambda step: (w.weight * (step + 1) - 1.0).pow(2).sum(), spec, run_dir=run_dir,
+            stop_after=stop_after, progress=False)
+        return w
+
+    whole = run()
+    run(tmp_path, stop_after=8)
+    checkpoint = tmp_path / "checkpoint.safetensors"
+    data = bytearray(checkpoint.read_bytes())
+    data[-2] ^= 0x40                          # the last weight's bits: it would load without error
+    checkpoint.write_bytes(bytes(data))
+    with pytest.warns(CorruptCacheWarning, match="checkpoint.safetensors"):
+        resumed = run(tmp_path)
+    assert torch.equal(resumed.weight, whole.weight)

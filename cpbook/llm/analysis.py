@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from cpbook import cache
+from cpbook import results as stored_results
 from cpbook.llm import experiment, models, prompts
 from cpbook.llm.score import prefix_match
 from cpbook.stats import LEVEL_FIGURES, mean_interval, pivot_unique, require_unique, wilson_interval
@@ -320,4 +320,4 @@ def format_gap(drop_gap: pd.DataFrame, margin_gap: pd.DataFrame, reference: str)
 def tuning_record(name: str):
     """The stored tuning provenance of a model tuned here (recipe, loss history), else None."""
     path = experiment.RESULTS / f"{name}.tuning.json"
-    return cache.read_json(path) if path.exists() else None
+    return stored_results.read_json(path) if path.exists() else None

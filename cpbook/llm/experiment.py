@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from cpbook import cache
+from cpbook import cache, results
 from cpbook.llm import models, prompts, score
 from cpbook.params import param, param_like, specs, validate
 from cpbook.provenance import provenance
@@ -159,14 +159,14 @@ def run_icl(run: ICLRun, out_dir: Path = RESULTS, progress: bool = True) -> pd.D
                       "'+dirty', and the book's tests refuse such results", stacklevel=2)
     # scored surfaces are kept as they finish, so an interrupted run resumes where it stopped
     work = cache.work_path("icl", {**asdict(run), "weights": weights_key(run.model)})
-    todo = [s for s in run.surfaces if not (work / f"{s}.csv").exists()]
+    todo = [s for s in run.surfaces if not cache.intact(work / f"{s}.csv")]   # corrupt parts: again
     t0 = time.time()
     if todo:
         model, tokenizer = models.load(run.model)
         for surface in tqdm(todo, desc=f"scoring {run.model}", disable=not progress):
             rows = prompt_table(run, [surface])
             part = score_rows(model, tokenizer, rows, run)
-            cache.write_text(work / f"{surface}.csv", part.to_csv(index=False))
+            cache.write_text(work / f"{surface}.csv", part.to_csv(index=False), checked=True)
     seconds = time.time() - t0
     table = pd.concat([read_rows(work / f"{s}.csv") for s in run.surfaces], ignore_index=True)
     record = {
@@ -177,8 +177,8 @@ def run_icl(run: ICLRun, out_dir: Path = RESULTS, progress: bool = True) -> pd.D
         **origin,
     }
     csv, meta_path = result_files(run.model, run.n_demos, out_dir)
-    cache.write_text(csv, table.to_csv(index=False))
-    cache.write_json(meta_path, record)
+    results.write_text(csv, table.to_csv(index=False))     # with its SHA-256 in the folder's manifest
+    results.write_json(meta_path, record)
     if isinstance(models.check_model(run.model).source, models.TunedSource):
         save_tuning_record(run.model, out_dir)
     return table
@@ -195,7 +195,7 @@ def save_tuning_record(name: str, out_dir: Path = RESULTS) -> Path:
     record.update(model=name, config=entry["tune_config"], data_version=entry["config"]["data_version"],
                   checksum=models.tuned_checksum(spec))
     path = Path(out_dir) / f"{name}.tuning.json"
-    cache.write_json(path, record)
+    results.write_json(path, record)
     return path
 
 
@@ -211,7 +211,9 @@ def read_rows(path: Path) -> pd.DataFrame:
 def load_results(model: str, n_demos: int = PAPER_DEMOS,
                  results_dir: Path = RESULTS) -> tuple[pd.DataFrame, dict]:
     """The stored rows and provenance of a model's prompt set with `n_demos` demonstrations; a
-    clear error naming what is stored and the command that makes the rest."""
+    clear error naming what is stored and the command that makes the rest. A file that does not
+    match its recorded SHA-256, lacks a column, or holds fewer rows than its record says fails
+    with an error naming it (`results.StoredResultError`)."""
     models.check_model(model)
     n_demos = prompts.PARAMS["n_demos"].check(n_demos)
     csv, meta = result_files(model, n_demos, results_dir)
@@ -223,7 +225,13 @@ def load_results(model: str, n_demos: int = PAPER_DEMOS,
             f"no stored ICL results for {model!r} with {n_demos} demonstrations in "
             f"{Path(results_dir).name}/ ({stored}); compute them with\n"
             f"    python -m cpbook.llm.experiment {model} --n-demos {n_demos}")
-    return read_rows(csv), cache.read_json(meta)
+    record = results.read_json(meta)
+    table = read_rows(results.check(csv))
+    results.require_columns(table, ROW_KEY + ["control"] + SCORES, csv)
+    if len(table) != record["rows"]:
+        raise results.StoredResultError(f"stored result {csv} holds {len(table)} rows, its record "
+                                        f"{meta.name} says {record['rows']}")
+    return table, record
 
 
 def run_of(record: dict) -> ICLRun:
