@@ -15,6 +15,7 @@ that names the parameter and what it allows, before any work starts.
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import dataclass
@@ -85,6 +86,9 @@ class Param:
             raise ParameterError(f"parameter '{self.name}' = {value!r} has the wrong type: "
                                  f"it must be {self.allowed()} ({self.doc})")
         value = self.kind(value)
+        if self.kind is float and not math.isfinite(value):
+            raise ParameterError(f"parameter '{self.name}' = {value!r} is not a finite number: "
+                                 f"it must be {self.allowed()} ({self.doc})")
         if self.choices is not None and value not in self.choices:
             raise ParameterError(f"parameter '{self.name}' = {value!r} is not allowed: "
                                  f"it must be {self.allowed()} ({self.doc})")

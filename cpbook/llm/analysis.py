@@ -18,6 +18,7 @@ from __future__ import annotations
 import pandas as pd
 
 from cpbook import results as stored_results
+from cpbook.params import ParameterError
 from cpbook.llm import experiment, models, prompts
 from cpbook.llm.score import prefix_match
 from cpbook.stats import LEVEL_FIGURES, mean_interval, pivot_unique, require_unique, wilson_interval
@@ -241,18 +242,31 @@ def check_chapter(base: str, tuned: str, cross_family, reference: str = "en",
     """Chapter 5's parameters checked against the registry, the surface forms and the stored
     prompt sets (which files exist; none is read); returns the models it names. `cpbook run`
     calls it before a kernel starts."""
+    def named(parameter, check, value):
+        try:
+            return check(value)
+        except ValueError as err:
+            raise ParameterError(f"parameter '{parameter}' = {value!r}: {err}") from None
+
     names = [base, tuned, *cross_family]
-    for name in names:
-        models.check_model(name)
+    for parameter, name in [("base", base), ("tuned", tuned), *(("cross_family", n) for n in cross_family)]:
+        named(parameter, models.check_model, name)
     if len(set(names)) != len(names):
-        raise ValueError(f"each model may appear once: {names}")
-    prompts.check_surface(reference)
+        raise ParameterError(f"parameters 'base', 'tuned' and 'cross_family' name a model twice: {names}")
+    named("reference", prompts.check_surface, reference)
     for n in [n_demos, *demo_counts]:
         prompts.PARAMS["n_demos"].check(n)
-    wanted = [(name, n_demos) for name in names] + [(name, n) for n in demo_counts for name in (base, tuned)]
-    for name, n in dict.fromkeys(wanted):
+    # each prompt set, with the parameter that asks for it (the error names that parameter)
+    wanted = {(name, n_demos): f"'n_demos' = {n_demos}" for name in names}
+    for n in demo_counts:
+        for name in (base, tuned):
+            wanted.setdefault((name, n), f"'demo_counts' = {list(demo_counts)!r}")
+    for (name, n), asked in wanted.items():
         if not all(path.exists() for path in experiment.result_files(name, n)):
-            experiment.load_results(name, n)     # raises, naming what is stored and how to make the rest
+            try:
+                experiment.load_results(name, n)     # raises, naming what is stored and how to make the rest
+            except FileNotFoundError as err:
+                raise FileNotFoundError(f"parameter {asked}: {err}") from None
     return names
 
 
