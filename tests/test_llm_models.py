@@ -2,6 +2,7 @@
 import importlib.metadata as md
 
 import pytest
+import torch
 
 from cpbook.llm import models as M
 
@@ -105,6 +106,35 @@ def test_hub_spec_with_local_folder(tmp_path):
         del M.REGISTRY["tiny-local"]
 
 
+def test_a_hub_model_in_the_local_hub_cache_loads_offline(tmp_path, monkeypatch):
+    """A reader who downloaded a model once (the hub cache layout: refs/main -> snapshots/<commit>)
+    loads it with no network and no CPBOOK_ALLOW_HUB."""
+    import shutil
+
+    import huggingface_hub
+
+    from conftest import make_tiny
+
+    model, tokenizer = make_tiny()
+    repo = tmp_path / "hub" / "models--nobody--tiny-cached"
+    snapshot = repo / "snapshots" / ("a" * 40)
+    model.save_pretrained(snapshot)
+    tokenizer.save_pretrained(snapshot)
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text("a" * 40)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.delenv(M.ALLOW_HUB_ENV, raising=False)
+    M.register(M.ModelSpec("tiny-cached", "base", "test", M.HubSource("nobody/tiny-cached")))
+    try:
+        loaded, _ = M.load("tiny-cached")
+        assert all(torch.equal(a, b) for a, b in zip(loaded.state_dict().values(), model.state_dict().values()))
+        shutil.rmtree(repo)
+        with pytest.raises(M.ModelUnavailable, match="not in the local hub cache"):
+            M.load("tiny-cached")
+    finally:
+        del M.REGISTRY["tiny-cached"]
+
+
 
 def test_sha256_fields_hold_only_real_hashes():
     for spec in M.REGISTRY.values():
@@ -167,3 +197,35 @@ def test_split_gguf_is_joined_once_into_the_cache(tmp_path, monkeypatch):
     assert path.read_bytes() == b"GGUF" and path.name == "split.gguf"
     (tmp_path / "a" / "data" / "part01.bin").unlink()      # the entry exists: the parts are not read again
     assert M._find_qwen_coder(spec) == path
+
+
+def test_offline_a_missing_model_fails_fast_and_never_reaches_for_the_network(monkeypatch):
+    """With the network blocked (every connection attempt recorded and refused) and hub access not
+    allowed, every hub model and a packaged model whose package is missing fail at once with
+    what to do: the install command, or the switch that allows the hub."""
+    import socket
+    import time
+
+    attempts = []
+
+    def refuse(*args, **kwargs):
+        attempts.append(args)
+        raise OSError("network blocked by the test")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket, "create_connection", refuse)
+    monkeypatch.delenv(M.ALLOW_HUB_ENV, raising=False)
+    missing = M.register(M.ModelSpec("not-installed", "base", "test", M.PyPISource(
+        (("no-such-cpbook-model", "1.0"),), M._find_smollm2, "0" * 64)))
+    try:
+        cases = [(n, "CPBOOK_ALLOW_HUB=1") for n, s in M.REGISTRY.items() if isinstance(s.source, M.HubSource)]
+        cases.append((missing.name, r"pip install no-such-cpbook-model==1\.0"))
+        for name, hint in cases:
+            start = time.perf_counter()
+            with pytest.raises(M.ModelUnavailable, match=hint):
+                M.load(name)
+            # a guard against a hang (a retry loop, a timeout), not a speed target
+            assert time.perf_counter() - start < 2.0, name
+    finally:
+        del M.REGISTRY[missing.name]
+    assert attempts == []

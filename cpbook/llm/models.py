@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+import huggingface_hub
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -305,6 +306,22 @@ def placement(spec: ModelSpec) -> dict:
     return {"dtype": torch.float32}
 
 
+def hub_folder(name: str, src: HubSource) -> str:
+    """The local folder of a hub model: its `local_path`, or its snapshot in the local hub cache,
+    found without any network request (transformers' own local_files_only still asks the hub
+    for an adapter file, retrying for about 20 s when the network is blocked)."""
+    if src.local_path:
+        return src.local_path
+    try:
+        return huggingface_hub.snapshot_download(src.repo_id, local_files_only=True)
+    except Exception as err:   # LocalEntryNotFoundError, or a cache without this repository
+        raise ModelUnavailable(
+            f"model {name!r} ({src.repo_id}) is not in the local hub cache: {type(err).__name__}\n"
+            f"Set {ALLOW_HUB_ENV}=1 to allow downloads, or register a local copy with "
+            f"register(ModelSpec({name!r}, ..., HubSource({src.repo_id!r}, local_path='/path/to/it')))"
+        ) from err
+
+
 def load(name: str):
     """(model, tokenizer) in eval mode, placed as `placement` says.
 
@@ -320,8 +337,10 @@ def load(name: str):
         where, local_only = converted_folder(spec), True
     elif isinstance(src, TunedSource):
         where, local_only = tuned_folder(spec), True
+    elif os.environ.get(ALLOW_HUB_ENV) == "1":
+        where, local_only = src.local_path or src.repo_id, False
     else:
-        where, local_only = src.local_path or src.repo_id, os.environ.get(ALLOW_HUB_ENV) != "1"
+        where, local_only = hub_folder(name, src), True
     try:
         model = AutoModelForCausalLM.from_pretrained(where, local_files_only=local_only, **placement(spec))
         tokenizer = AutoTokenizer.from_pretrained(where, local_files_only=local_only)
