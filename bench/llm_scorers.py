@@ -18,26 +18,12 @@ depend on the machine; the ratios are what to compare.
     python bench/llm_scorers.py [--model smollm2-135m-instruct] [--prompts 64] [--batch-size 64]
 """
 import argparse
-import time
 
 import torch
 
 from cpbook.llm import models, prompts, score
 from cpbook.llm.batching import encode
-
-
-def timed(fn):
-    start = time.perf_counter()
-    result = fn()
-    return time.perf_counter() - start, result
-
-
-def matmul_peak(n: int = 2048, repeats: int = 3) -> float:
-    """fp32 GFLOP/s of an n x n x n matmul, the best of a few runs."""
-    a, b = torch.randn(n, n), torch.randn(n, n)
-    a @ b
-    best = min(timed(lambda: a @ b)[0] for _ in range(repeats))
-    return 2 * n**3 / best / 1e9
+from cpbook.machine import matmul_peak, save_benchmark, timed
 
 
 def forward_flops(model, tokens: int, logit_rows: int) -> float:
@@ -52,6 +38,7 @@ def main():
     ap.add_argument("--model", default="smollm2-135m-instruct")
     ap.add_argument("--prompts", type=int, default=64, help="a multiple of 8: 4 task pairs x 2 languages")
     ap.add_argument("--batch-size", type=int, default=64)
+    ap.add_argument("--save", action="store_true", help="store the result under book/results/bench/")
     a = ap.parse_args()
     spec = models.check_model(a.model)
     df = prompts.build_prompts(["en", "fr"], n_per_pair=max(1, a.prompts // 8), seed=0)
@@ -89,6 +76,15 @@ def main():
           f"shared cache {100 * same_cache:.1f}%")
     for i in (~(one["greedy_icl"] == paper["correct"])).to_numpy().nonzero()[0]:
         print(f"    disagreement: ICL answer {df.icl_answer[i]!r}, generated {paper['continuation'][i]!r}")
+    if a.save:
+        rates = {"paper_protocol": n / t_paper, "batched_greedy": n / t_batched, "one_pass": n / t_one,
+                 "one_pass_and_greedy": n / t_both}
+        print("saved", save_benchmark(f"llm_scorers_{a.model}", {
+            "model": a.model, "prompts": n, "batch_size": a.batch_size, "peak_gflops": peak,
+            "prompts_per_s": {k: round(v, 3) for k, v in rates.items()},
+            "speedup": {k: round(v / rates["paper_protocol"], 2) for k, v in rates.items()},
+            "one_pass_gflops": round(one_flops / t_one / 1e9, 1), "agreement": float(agree),
+            "continuations_unchanged_batched": float(same), "continuations_unchanged_cache": float(same_cache)}))
 
 
 if __name__ == "__main__":

@@ -6,7 +6,8 @@ import pytest
 import torch
 from torch.distributions import MultivariateNormal
 
-from cpbook.synthetic.bayes import bayes_predictions, discrete_posterior, posterior_g, ridge_weights
+from cpbook.synthetic.bayes import (bayes_one_prompt, bayes_predictions, discrete_posterior, posterior_g,
+                                    ridge_weights)
 from cpbook.synthetic.tasks import Prior, discrete_tasks, sample_prompts
 
 D, N, SIGMA, TAU = 4, 6, 0.8, 1.3
@@ -116,3 +117,15 @@ def test_bayes_mixture_beats_both_single_priors_on_mixture_prompts():
     for other in ("ridge", "discrete"):
         diff = err[other] - err["mixture"]
         assert diff.mean() - 4 * diff.std() / math.sqrt(len(diff)) > 0, other
+
+
+@pytest.mark.parametrize("alpha", [0.0, 0.3, 1.0])
+def test_the_one_prompt_reference_matches_brute_force(world, alpha):
+    """The library's straightforward reference (the benchmark's baseline) against this file's
+    brute force: two independent transcriptions of the formulas."""
+    tasks, xs, ys = world
+    slow = brute_force(xs, ys, tasks, alpha)
+    for b in range(xs.shape[0]):
+        ref = bayes_one_prompt(xs[b], ys[b], tasks, SIGMA, TAU, alpha)
+        for name in ("ridge", "discrete", "mixture", "g"):
+            assert torch.allclose(torch.from_numpy(ref[name]), slow[name][b], atol=1e-8), name

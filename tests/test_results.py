@@ -81,3 +81,13 @@ def test_rows_missing_from_a_checksummed_file_fail(stored):
     results.record(path)
     with pytest.raises(results.StoredResultError, match="9 rows"):
         E.load_results("smollm2-135m-instruct", results_dir=stored)
+
+
+def test_a_benchmark_is_stored_with_the_machine_and_the_code_it_ran_on(tmp_path):
+    from cpbook import machine
+    peak = machine.matmul_peak(n=256, repeats=1)
+    path = machine.save_benchmark("demo", {"speedup": 2.0, "peak_gflops": peak}, folder=tmp_path)
+    record = results.read_json(path)
+    assert record["speedup"] == 2.0 and record["commit"] and "torch" in record["versions"]
+    assert record["machine"]["cores"] >= 1 and record["machine"]["fp32_matmul_peak_gflops"] > 0
+    assert machine.peak_rss_mib() > 10
