@@ -26,11 +26,11 @@ class ICLChapter:
     base: str = param("the pretrained model (a registry name)", default="gemma-3-270m")
     tuned: str = param("the same model after instruction tuning (made here)", default="gemma-3-270m-instruct")
     cross_family: list[str] = param("other families, shown beside the base",
-                                    default=["smollm2-135m-instruct"])
+                                    default=["smollm2-135m-instruct", "qwen2.5-coder-0.5b-instruct"])
     reference: str = param("the language of the instruction-tuning data", default="en")
     n_demos: int = param_like(prompts.PARAMS["n_demos"], default=2)
     demo_counts: list[int] = param("demonstrations per prompt set of the curve (base and tuned)",
-                                   1, prompts.MAX_DEMOS, default=[2, 4])
+                                   1, prompts.MAX_DEMOS, default=[2, 4, 8])
 
 
 # (dataclass, optional): optional groups default to None, "take the value from the preset".

@@ -18,10 +18,10 @@ from cpbook.llm import models, score
 from cpbook.params import ParameterError
 from conftest import make_tiny
 
-STORED = ["gemma-3-270m", "gemma-3-270m-instruct", "smollm2-135m-instruct"]
+STORED = ["gemma-3-270m", "gemma-3-270m-instruct", "smollm2-135m-instruct", "qwen2.5-coder-0.5b-instruct"]
 # (model, demonstrations) of every stored prompt set the chapter reads
 STORED_SETS = [(name, E.PAPER_DEMOS) for name in STORED] + [
-    (name, n) for n in (4,) for name in ("gemma-3-270m", "gemma-3-270m-instruct")]
+    (name, n) for n in (4, 8) for name in ("gemma-3-270m", "gemma-3-270m-instruct")]
 
 
 @pytest.fixture

@@ -130,7 +130,7 @@ def test_a_failed_in_place_rerun_leaves_the_stored_chapter_untouched(tmp_path, m
     ("cross_family", ["smollm2-135m-instruct", "gpt-5"], ["unknown model 'gpt-5'"]),
     ("reference", "klingon", ["'klingon'", "available languages"]),
     ("n_demos", 40, ["'n_demos'", "[1, 16]"]),
-    ("n_demos", 3, ["with 3 demonstrations", "stored for it: 2, 4 demonstrations", "--n-demos 3"]),
+    ("n_demos", 3, ["with 3 demonstrations", "stored for it: 2, 4, 8 demonstrations", "--n-demos 3"]),
     ("demo_counts", [2, 5], ["with 5 demonstrations", "--n-demos 5"]),
 ])
 def test_chapter_5_rejects_a_bad_model_or_language_in_its_first_cell(tmp_path, name, value, words):
