@@ -132,6 +132,14 @@ def _greedy_from_cache(model, first, mask, steps: int, eos: int | None, pad: int
     return torch.stack(out, dim=1)
 
 
+def _output_logits(model, hidden: torch.Tensor) -> torch.Tensor:
+    """The model's next-token logits (float32) from final hidden states, as its own forward makes
+    them: the output projection, then the final soft-capping of models that have one (Gemma-2)."""
+    logits = model.get_output_embeddings()(hidden).float()
+    cap = getattr(model.config, "final_logit_softcapping", None)
+    return torch.tanh(logits / cap) * cap if cap else logits
+
+
 @torch.inference_mode()
 def score_answers(model, tokenizer, prompts, answers: dict[str, list], batch_size: int = 8,
                   bos: bool = False, generate: int = 0) -> pd.DataFrame:
@@ -180,19 +188,28 @@ def score_answers(model, tokenizer, prompts, answers: dict[str, list], batch_siz
         m = max(len(a) for _, _, a in jobs)
         answer_ids, answer_mask = right_pad([a for _, _, a in jobs], pad)
         answer_ids, answer_mask = answer_ids.to(model.device), answer_mask.to(model.device)
-        logits = first.logits[rows, -1:].float()                       # predicts answer token 0
+        # token 0 of every answer is predicted by the prompt's last position (the first pass)
+        first_logits = first.logits[rows, -1].float()
+        token_logp = torch.zeros(answer_ids.shape, dtype=torch.float32, device=model.device)
+        hits = torch.ones(answer_ids.shape, dtype=torch.bool, device=model.device)
+        token_logp[:, 0] = torch.log_softmax(first_logits, -1).gather(-1, answer_ids[:, :1])[:, 0]
+        hits[:, 0] = first_logits.argmax(-1) == answer_ids[:, 0]
         if m > 1:                                                      # tokens 1..m-1 need a second pass
             cache = first.past_key_values
             cache.batch_select_indices(rows)                          # the prompt's cache, per answer
             full_mask = torch.cat([mask[rows], answer_mask[:, :m - 1]], dim=1)
             start = mask[rows].sum(1, keepdim=True)                    # each prompt's own length
             pos = start + torch.arange(m - 1, device=model.device)
-            more = model(input_ids=answer_ids[:, :m - 1], attention_mask=full_mask, position_ids=pos,
-                         past_key_values=cache, use_cache=True).logits.float()
-            logits = torch.cat([logits, more], dim=1)                  # (jobs, m, vocab)
-        logp = torch.log_softmax(logits, dim=-1)
-        token_logp = logp.gather(-1, answer_ids[..., None])[..., 0] * answer_mask
-        hits = (logits.argmax(-1) == answer_ids) | (answer_mask == 0)
+            hidden = model.base_model(input_ids=answer_ids[:, :m - 1], attention_mask=full_mask, position_ids=pos,
+                                      past_key_values=cache, use_cache=True).last_hidden_state
+            # position j predicts answer token j + 1; the vocabulary projection (most of this
+            # pass's work) is applied only where that token exists, not to the padding
+            need = answer_mask[:, 1:].bool()
+            logits = _output_logits(model, hidden[need])
+            targets = answer_ids[:, 1:][need]
+            rest_logp, rest_hits = token_logp[:, 1:], hits[:, 1:]       # views: written in place
+            rest_logp[need] = torch.log_softmax(logits, -1).gather(-1, targets[:, None])[:, 0]
+            rest_hits[need] = logits.argmax(-1) == targets
         for j, (row, n, a) in enumerate(jobs):
             i = batch[row]
             out[f"loglik_{n}"][i] = token_logp[j].sum().item()
