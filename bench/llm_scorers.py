@@ -60,7 +60,9 @@ def main():
 
     prompt_tokens = sum(len(ids) for ids in encode(tok, df.prompt, spec.bos))
     answer_tokens = sum(len(ids) for ids in encode(tok, list(df.icl_answer) + list(df.if_answer)))
-    one_flops = forward_flops(model, prompt_tokens + answer_tokens, n + answer_tokens)
+    # the useful work: every prompt and answer token through the layers; the vocabulary projection
+    # at each prompt's last position and at every answer token after an answer's first
+    one_flops = forward_flops(model, prompt_tokens + answer_tokens, n + answer_tokens - 2 * n)
     for name, seconds in [("paper protocol (batch 1, 10 greedy tokens)", t_paper),
                           (f"batched greedy (batch {a.batch_size})", t_batched),
                           (f"one-pass scorer (batch {a.batch_size})", t_one),
