@@ -31,9 +31,10 @@ def timed(fn, repeats: int = 1):
     return best, result
 
 
-def matmul_peak(n: int = 2048, dtype=torch.float32, repeats: int = 3) -> float:
+def matmul_peak(n: int = 2048, dtype=torch.float32, repeats: int = 10) -> float:
     """GFLOP/s of an n x n x n matmul in `dtype`, the best of a few runs: what this machine's
-    torch can do at best, the yardstick for model FLOP utilisation."""
+    torch can do at best, the yardstick for model FLOP utilisation. The best of ten: on a shared
+    2-core machine single runs vary by a third."""
     a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
     a @ b                                                   # warm-up
     seconds, _ = timed(lambda: a @ b, repeats)
