@@ -27,18 +27,18 @@ def main():
     ap.add_argument("--save", action="store_true", help="store the result under book/results/bench/")
     a = ap.parse_args()
     rows = []
-    for scale, (d, n_tasks, k_max, SIGMA, n_prompts) in SCALES.items():
+    for scale, (d, n_tasks, k_max, sigma, n_prompts) in SCALES.items():
         tasks = discrete_tasks(n_tasks, d, TAU, 0)
-        p = sample_prompts(Prior(tasks, TAU, 0.5), n_prompts, k_max + 1, SIGMA, 0, "bench")
-        t_batched, batched = timed(lambda: bayes_predictions(p.xs, p.ys, tasks, SIGMA, TAU, ALPHA), repeats=2)
+        p = sample_prompts(Prior(tasks, TAU, 0.5), n_prompts, k_max + 1, sigma, 0, "bench")
+        t_batched, batched = timed(lambda: bayes_predictions(p.xs, p.ys, tasks, sigma, TAU, ALPHA), repeats=2)
         m = min(a.loop_prompts, n_prompts)
-        bayes_one_prompt(p.xs[0], p.ys[0], tasks, SIGMA, TAU, ALPHA)           # warm-up
-        t_loop, loop = timed(lambda: [bayes_one_prompt(p.xs[i], p.ys[i], tasks, SIGMA, TAU, ALPHA)
+        bayes_one_prompt(p.xs[0], p.ys[0], tasks, sigma, TAU, ALPHA)           # warm-up
+        t_loop, loop = timed(lambda: [bayes_one_prompt(p.xs[i], p.ys[i], tasks, sigma, TAU, ALPHA)
                                       for i in range(m)])
         diff = max(float(np.abs(loop[i][name] - getattr(batched, name)[i].numpy()).max())
                    for i in range(m) for name in ("ridge", "discrete", "mixture", "g"))
         speedup = (n_prompts / t_batched) / (m / t_loop)
-        rows.append({"scale": scale, "d": d, "sigma": SIGMA, "tasks": n_tasks, "k_max": k_max, "prompts": n_prompts,
+        rows.append({"scale": scale, "d": d, "sigma": sigma, "tasks": n_tasks, "k_max": k_max, "prompts": n_prompts,
                      "batched_prompts_per_s": round(n_prompts / t_batched, 1),
                      "loop_prompts_per_s": round(m / t_loop, 1), "loop_prompts": m,
                      "speedup": round(speedup, 1), "max_abs_difference": diff})
