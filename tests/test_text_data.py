@@ -130,3 +130,25 @@ def test_transforms_keep_words_numbers_and_spacing_on_hard_input(name, text):
     else:
         assert all(d in out for d in re.findall(r"\d+", text))
     assert fn("") == ""
+
+
+@pytest.mark.parametrize("name", ["leetspeak", "pig_latin"])
+def test_transforms_on_random_text_are_deterministic_and_keep_spacing_and_numbers(name):
+    """Hypothesis: any text (accents, punctuation, digits, odd whitespace) comes out the same on
+    every call, with its whitespace exactly where it was; Pig Latin keeps every number as it is."""
+    import re
+
+    from hypothesis import given, settings, strategies as st
+
+    fn = t.TRANSFORMS[name]
+
+    @settings(max_examples=300, deadline=None, derandomize=True)
+    @given(st.text(alphabet=st.characters(codec="utf-8", exclude_categories=("Cs",)), max_size=60))
+    def check(text):
+        out = fn(text)
+        assert fn(text) == out
+        assert re.findall(r"\s+", out) == re.findall(r"\s+", text)
+        if name == "pig_latin":
+            assert re.findall(r"\d+", out) == re.findall(r"\d+", text)
+
+    check()
