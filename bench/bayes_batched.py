@@ -13,6 +13,7 @@ import argparse
 import numpy as np
 import torch
 
+from cpbook.provenance import committed_provenance
 from cpbook.machine import save_benchmark, timed
 from cpbook.synthetic.bayes import bayes_one_prompt, bayes_predictions
 from cpbook.synthetic.tasks import Prior, discrete_tasks, sample_prompts
@@ -26,6 +27,7 @@ def main():
     ap.add_argument("--loop-prompts", type=int, default=300)
     ap.add_argument("--save", action="store_true", help="store the result under book/results/bench/")
     a = ap.parse_args()
+    origin = committed_provenance()     # the code measured: taken before the work
     rows = []
     for scale, (d, n_tasks, k_max, sigma, n_prompts) in SCALES.items():
         tasks = discrete_tasks(n_tasks, d, TAU, 0)
@@ -47,7 +49,7 @@ def main():
               f"{speedup:6.1f}x; largest difference {diff:.1e}")
         assert diff < 1e-8, f"{scale}: the batched predictors differ from the loop by {diff}"
     if a.save:
-        print("saved", save_benchmark("bayes_batched", {"rows": rows, "threads": torch.get_num_threads()}))
+        print("saved", save_benchmark("bayes_batched", {"rows": rows, "threads": torch.get_num_threads()}, origin))
 
 
 if __name__ == "__main__":

@@ -23,6 +23,7 @@ import torch
 
 from cpbook.llm import models, prompts, score
 from cpbook.llm.batching import encode
+from cpbook.provenance import committed_provenance
 from cpbook.machine import matmul_peak, save_benchmark, timed
 
 
@@ -40,6 +41,7 @@ def main():
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--save", action="store_true", help="store the result under book/results/bench/")
     a = ap.parse_args()
+    origin = committed_provenance()     # the code measured: taken before the work
     spec = models.check_model(a.model)
     df = prompts.build_prompts(["en", "fr"], n_per_pair=max(1, a.prompts // 8), seed=0)
     n = len(df)
@@ -86,7 +88,7 @@ def main():
             "prompts_per_s": {k: round(v, 3) for k, v in rates.items()},
             "speedup": {k: round(v / rates["paper_protocol"], 2) for k, v in rates.items()},
             "one_pass_gflops": round(one_flops / t_one / 1e9, 1), "agreement": float(agree),
-            "continuations_unchanged_batched": float(same), "continuations_unchanged_cache": float(same_cache)}))
+            "continuations_unchanged_batched": float(same), "continuations_unchanged_cache": float(same_cache)}, origin))
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+from cpbook.provenance import committed_provenance
 from cpbook.machine import peak_rss_mib, save_benchmark
 
 REPO = Path(__file__).resolve().parents[1]
@@ -45,6 +46,7 @@ def main():
     ap.add_argument("--models", nargs="*", default=["smollm2-135m-instruct", "gemma-3-270m"])
     ap.add_argument("--save", action="store_true", help="store the result under book/results/bench/")
     a = ap.parse_args()
+    origin = committed_provenance()     # the code measured: taken before the work
     chapters = sorted(p.stem for p in (REPO / "book").glob("[0-9][0-9]_*.ipynb"))
     if a.chapters:
         chapters = [c for c in chapters if c.split("_")[0] in {n.zfill(2) for n in a.chapters}]
@@ -60,7 +62,7 @@ def main():
             print(f"scoring {name:28s} {mib:7.0f} MiB")
     print(f"(this process: {peak_rss_mib():.0f} MiB)")
     if a.save:
-        print("saved", save_benchmark("memory", {"rows": rows}))
+        print("saved", save_benchmark("memory", {"rows": rows}, origin))
 
 
 if __name__ == "__main__":

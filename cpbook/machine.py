@@ -16,7 +16,6 @@ from pathlib import Path
 import torch
 
 from cpbook import results
-from cpbook.provenance import provenance
 
 BENCH_RESULTS = Path(__file__).resolve().parents[1] / "book" / "results" / "bench"
 
@@ -65,9 +64,10 @@ def peak_rss_mib(children: bool = False) -> float:
     return resource.getrusage(who).ru_maxrss / 1024          # Linux reports KiB
 
 
-def save_benchmark(name: str, record: dict, folder: Path = BENCH_RESULTS) -> Path:
+def save_benchmark(name: str, record: dict, origin: dict, folder: Path = BENCH_RESULTS) -> Path:
     """Store a benchmark's numbers as book/results/bench/<name>.json, with the code's provenance
-    (commit, versions) and the machine's description under "machine"."""
+    `origin` (commit, versions: `committed_provenance()`, taken when the benchmark started) and
+    the machine's description under "machine"."""
     path = Path(folder) / f"{name}.json"
-    results.write_json(path, {**record, **provenance(), "machine": describe(record.get("peak_gflops"))})
+    results.write_json(path, {**record, **origin, "machine": describe(record.get("peak_gflops"))})
     return path

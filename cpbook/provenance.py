@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import platform
+import warnings
 import subprocess
 from importlib import metadata
 from pathlib import Path
@@ -40,3 +41,13 @@ def versions(packages=PACKAGES) -> dict[str, str]:
 
 def provenance() -> dict:
     return {"commit": git_commit(), "versions": versions(), "machine": platform.machine()}
+
+
+def committed_provenance() -> dict:
+    """`provenance()`, taken before a long computation whose result the book stores, with a
+    warning when the work tree has uncommitted changes (the tests refuse such results)."""
+    origin = provenance()
+    if origin["commit"].endswith("+dirty"):
+        warnings.warn("the work tree has uncommitted changes: the stored provenance will say "
+                      "'+dirty', and the book's tests refuse such results", stacklevel=3)
+    return origin

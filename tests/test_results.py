@@ -7,6 +7,7 @@ import pandas as pd
 import pytest
 
 from cpbook import results
+from cpbook.provenance import provenance
 from cpbook.llm import experiment as E
 
 from conftest import make_tiny
@@ -86,8 +87,16 @@ def test_rows_missing_from_a_checksummed_file_fail(stored):
 def test_a_benchmark_is_stored_with_the_machine_and_the_code_it_ran_on(tmp_path):
     from cpbook import machine
     peak = machine.matmul_peak(n=256, repeats=1)
-    path = machine.save_benchmark("demo", {"speedup": 2.0, "peak_gflops": peak}, folder=tmp_path)
+    path = machine.save_benchmark("demo", {"speedup": 2.0, "peak_gflops": peak}, provenance(), folder=tmp_path)
     record = results.read_json(path)
     assert record["speedup"] == 2.0 and record["commit"] and "torch" in record["versions"]
     assert record["machine"]["cores"] >= 1 and record["machine"]["fp32_matmul_peak_gflops"] > 0
     assert machine.peak_rss_mib() > 10
+
+
+def test_no_stored_result_comes_from_a_tree_with_uncommitted_changes():
+    """Every stored record with a commit (scoring runs, benchmarks) was computed by committed code."""
+    for path in STORED.rglob("*.json"):
+        commit = results.read_json(path).get("commit")
+        if commit is not None:
+            assert commit != "unknown" and not commit.endswith("+dirty"), f"{path.name}: {commit}"

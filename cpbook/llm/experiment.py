@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import time
-import warnings
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -27,7 +26,7 @@ from tqdm.auto import tqdm
 from cpbook import cache, results
 from cpbook.llm import models, prompts, score
 from cpbook.params import param, param_like, specs, validate
-from cpbook.provenance import provenance
+from cpbook.provenance import committed_provenance
 
 RESULTS = Path(__file__).resolve().parents[2] / "book" / "results" / "icl"
 ALL_SURFACES = ("en", "fr", "es", "nl", "hu", "de", "leetspeak", "pig_latin")
@@ -153,10 +152,7 @@ def run_icl(run: ICLRun, out_dir: Path = RESULTS, progress: bool = True) -> pd.D
     """Score every prompt of `run` and store it as out_dir/<stem>.csv + .json (`result_stem`);
     returns the rows."""
     run = run.resolved()
-    origin = provenance()   # the code that scores: taken before the work, not after
-    if origin["commit"].endswith("+dirty"):
-        warnings.warn("the work tree has uncommitted changes: the stored provenance will say "
-                      "'+dirty', and the book's tests refuse such results", stacklevel=2)
+    origin = committed_provenance()   # the code that scores: taken before the work, not after
     # scored surfaces are kept as they finish, so an interrupted run resumes where it stopped
     work = cache.work_path("icl", {**asdict(run), "weights": weights_key(run.model)})
     todo = [s for s in run.surfaces if not cache.intact(work / f"{s}.csv")]   # corrupt parts: again
