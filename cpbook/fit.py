@@ -115,7 +115,8 @@ def fit(model: nn.Module, loss_fn: Callable[[int], torch.Tensor], spec: FitSpec,
     every `spec.record_every` steps and at the last one, and {"step", "monitor"}.
     """
     trainable = model if trainable is None else trainable
-    optimizer = torch.optim.AdamW(trainable.parameters(), lr=spec.lr, weight_decay=spec.weight_decay)
+    optimizer = torch.optim.AdamW(trainable.parameters(), lr=spec.lr, weight_decay=spec.weight_decay,
+                                  fused=True)   # one kernel for all parameters (bench/train_throughput.py)
     checkpoint = Path(run_dir) / CHECKPOINT_FILE if run_dir else None
     start, history = 0, []
     if checkpoint is not None and cache.intact(checkpoint):   # a corrupt one is reported and dropped

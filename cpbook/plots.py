@@ -273,3 +273,29 @@ def show(fig) -> None:
     (so stored outputs and fresh runs hold the same single figure for nbval to compare)."""
     display(fig)
     plt.close(fig)
+
+
+def throughput_figure(training: pd.DataFrame, peak_gflops: float):
+    """Training throughput: each variant's speed-up over the reference (left) and its model FLOP
+    utilisation against the machine's matmul peak (right)."""
+    t = training.reset_index()
+    fig, axes = plt.subplots(1, 2, figsize=(8, 0.32 * len(t) + 1.4), sharey=True)
+    sns.barplot(t, y="variant", x="speed-up (prompts/s)", color="#1f77b4", ax=axes[0])
+    axes[0].axvline(1.0, color="black", lw=0.8)
+    sns.barplot(t, y="variant", x="MFU", color="#2ca02c", ax=axes[1])
+    axes[1].axvline(0.30, color="black", lw=0.8, ls="--")
+    axes[1].xaxis.set_major_formatter(plt.matplotlib.ticker.PercentFormatter(1.0))
+    axes[0].set(title="speed-up over the reference", ylabel="")
+    axes[1].set(title=f"share of the {peak_gflops:.0f} GFLOP/s peak", ylabel="")
+    fig.tight_layout()
+    return fig
+
+
+def memory_figure(memory: pd.DataFrame):
+    """Peak resident memory of each chapter and each scoring run."""
+    t = memory.reset_index()
+    fig, ax = plt.subplots(figsize=(6, 0.32 * len(t) + 1.0))
+    sns.barplot(t, y="what", x="peak RSS (MiB)", color="#7f7f7f", ax=ax)
+    ax.set(title="peak resident memory", ylabel="")
+    fig.tight_layout()
+    return fig

@@ -41,3 +41,27 @@ def test_too_long_prompt_is_a_clear_error():
         assert "at most 4" in str(e)
     else:
         raise AssertionError("expected ValueError")
+
+
+def test_the_model_is_gpt2_given_the_same_weights():
+    """The book's transformer computes GPT-2's function: with its weights copied into
+    transformers' GPT2Model, outputs agree up to GPT-2's tanh approximation of the GELU."""
+    from cpbook.synthetic.gpt2_reference import as_gpt2
+    torch.manual_seed(0)
+    model = InContextRegressor(d=3, n_points=6, size=ModelSize(n_layer=2, n_embd=16, n_head=4)).eval()
+    with torch.no_grad():                      # larger weights than at init, so a mix-up would show
+        for p in model.parameters():
+            p.add_(0.3 * torch.randn_like(p))
+    xs, ys = torch.randn(8, 6, 3), torch.randn(8, 6)
+    ours = model(xs, ys)
+    for attention in ("eager", "sdpa"):
+        theirs = as_gpt2(model, attention)(xs, ys)
+        assert (ours - theirs).abs().max() < 2e-3 * ours.abs().max(), attention
+    assert (ours - model(xs, ys.flip(1))).abs().max() > 0.1       # and the comparison can fail
+
+
+def test_flops_per_prompt_counts_every_linear_layer():
+    model = InContextRegressor(d=3, n_points=4, size=ModelSize(n_layer=1, n_embd=8, n_head=2))
+    T = 8
+    linear = 4 * 8 + 8 * 24 + 8 * 8 + 8 * 32 + 32 * 8 + 8 * 1
+    assert model.flops_per_prompt() == 2 * linear * T + 2 * 2 * (T * (T + 1) // 2) * 8

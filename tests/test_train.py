@@ -28,7 +28,7 @@ def held_out_loss(model):
 
 def test_short_training_learns_from_the_context():
     """Predicting 0 everywhere scores E[y^2]; only a model that reads the in-context examples
-    gets well below that (at initialisation it is above it)."""
+    gets well below that (at initialisation it does no better than 0)."""
     p = sample_prompts(prior(), 512, K, 0.5, 99, "held-out")
     predict_zero = (p.ys**2).mean().item()
     model = fresh_model()
@@ -36,7 +36,7 @@ def test_short_training_learns_from_the_context():
     train(model, prior(), TrainSpec(steps=200, lr=3e-3, batch_size=32, sigma=0.5, data_seed=1,
                                     warmup_steps=10), progress=False)
     after = held_out_loss(model)
-    assert before > predict_zero and after < 0.85 * predict_zero, (before, after, predict_zero)
+    assert before > 0.99 * predict_zero and after < 0.85 * predict_zero, (before, after, predict_zero)
 
 
 def test_resume_gives_the_same_weights_as_an_uninterrupted_run(tmp_path):
