@@ -4,6 +4,9 @@
 #   make models install the other two offline language models (Gemma-3-270M, Qwen2.5-Coder-0.5B),
 #               needed only to recompute chapter 5's stored results
 PYTHON ?= python3
+# Python may write the byte code of what it imports: the environment is installed without
+# byte-compiling (below), so without this every process would compile torch from source again.
+unexport PYTHONDONTWRITEBYTECODE
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
