@@ -17,10 +17,15 @@ from cpbook.machine import BENCH_RESULTS
 
 def load(name: str, folder: Path = BENCH_RESULTS) -> dict:
     """One stored benchmark record (e.g. "train_throughput"), checked against its SHA-256."""
-    return results.read_json(Path(folder) / f"{name}.json")
+    path = Path(folder) / f"{name}.json"
+    if not path.exists():
+        stored = sorted(p.stem for p in Path(folder).glob("*.json"))
+        raise FileNotFoundError(f"no stored benchmark {name!r} in {folder}; stored: {', '.join(stored) or 'none'} "
+                                f"(the scripts under bench/ store one with --save)")
+    return results.read_json(path)
 
 
-def provenance(records: dict[str, dict]) -> pd.DataFrame:
+def measured_on(records: dict[str, dict]) -> pd.DataFrame:
     """One row per benchmark: where and on what code it was measured."""
     rows = []
     for name, r in records.items():

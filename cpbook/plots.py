@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import matplotlib.pyplot as plt
+from matplotlib.ticker import PercentFormatter
 import pandas as pd
 import seaborn as sns
 from IPython.display import display
@@ -284,7 +285,7 @@ def throughput_figure(training: pd.DataFrame, peak_gflops: float):
     axes[0].axvline(1.0, color="black", lw=0.8)
     sns.barplot(t, y="variant", x="MFU", color="#2ca02c", ax=axes[1])
     axes[1].axvline(0.30, color="black", lw=0.8, ls="--")
-    axes[1].xaxis.set_major_formatter(plt.matplotlib.ticker.PercentFormatter(1.0, decimals=0))
+    axes[1].xaxis.set_major_formatter(PercentFormatter(1.0, decimals=0))
     axes[0].set(title="speed-up", xlabel="prompts/s, times the reference", ylabel="")
     axes[1].set(title="MFU", xlabel=f"share of the {peak_gflops:.0f} GFLOP/s peak", ylabel="")
     fig.tight_layout()

@@ -2,8 +2,8 @@
 from __future__ import annotations
 
 import platform
-import warnings
 import subprocess
+import warnings
 from importlib import metadata
 from pathlib import Path
 

@@ -100,3 +100,11 @@ def test_no_stored_result_comes_from_a_tree_with_uncommitted_changes():
         commit = results.read_json(path).get("commit")
         if commit is not None:
             assert commit != "unknown" and not commit.endswith("+dirty"), f"{path.name}: {commit}"
+
+
+def test_a_missing_benchmark_names_what_is_stored(tmp_path):
+    from cpbook import machine, performance
+    machine.save_benchmark("demo", {"speedup": 2.0}, provenance(), folder=tmp_path)
+    assert performance.load("demo", tmp_path)["speedup"] == 2.0
+    with pytest.raises(FileNotFoundError, match="'other'.*stored: demo"):
+        performance.load("other", tmp_path)

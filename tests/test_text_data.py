@@ -1,5 +1,9 @@
 """The hand-authored parallel prompt material and the rule-based prompt transforms."""
+import re
+
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from cpbook.llm import transforms as t
 
@@ -120,7 +124,6 @@ EDGE_CASES = ["", "   ", "Hello, world!", "¿Qué tal? Très bien — merci.", "
 def test_transforms_keep_words_numbers_and_spacing_on_hard_input(name, text):
     """Punctuation, accents, numbers, empty input: every transform keeps the whitespace exactly
     (so the word count) and every number, and maps empty input to empty output."""
-    import re
     fn = t.TRANSFORMS[name]
     out = fn(text)
     assert re.findall(r"\s+", out) == re.findall(r"\s+", text)
@@ -136,10 +139,6 @@ def test_transforms_keep_words_numbers_and_spacing_on_hard_input(name, text):
 def test_transforms_on_random_text_are_deterministic_and_keep_spacing_and_numbers(name):
     """Hypothesis: any text (accents, punctuation, digits, odd whitespace) comes out the same on
     every call, with its whitespace exactly where it was; Pig Latin keeps every number as it is."""
-    import re
-
-    from hypothesis import given, settings, strategies as st
-
     fn = t.TRANSFORMS[name]
 
     @settings(max_examples=300, deadline=None, derandomize=True)

@@ -11,8 +11,8 @@ Three scorers (the experiment runner reads log-likelihoods with the third):
 - `score_answers`: both of those from one pass, as lm-evaluation-harness does: each prompt is
   encoded once, and every fixed answer's log-probability and whether greedy decoding would emit
   it are read from one more pass over the prompt's cached keys and values. On the Gemma base it
-  runs about 6x the paper's protocol (batch 1, 10 greedy tokens; bench/llm_scorers.py, stored in
-  book/results/bench/) and agrees with its prefix match on every prompt there.
+  runs 5x the paper's protocol (batch 1, 10 greedy tokens) in the stored benchmark
+  (bench/llm_scorers.py, book/results/bench/) and agrees with its prefix match on every prompt there.
 
 Prompts are batched with left padding (so every prompt ends at the same position and the next
 token is predicted in the last column) and encoded without a BOS token, as in the paper, unless
