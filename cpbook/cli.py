@@ -1,4 +1,5 @@
-"""`cpbook list` and `cpbook run CHAPTER -p NAME VALUE ...`: rerun a chapter with other parameters.
+"""`cpbook list` and `cpbook run CHAPTER -p NAME VALUE ...`: rerun a chapter with other parameters;
+`cpbook tune NAME`: build (or find in the cache) a model the book tunes here.
 
 `run` executes the chapter with papermill into runs/<chapter>.ipynb (or back into book/ with
 --in-place, which is how the stored chapters are refreshed). Parameter names and values are
@@ -55,6 +56,17 @@ def parse_value(text: str):
         return text
 
 
+def tune_model(name: str) -> int:
+    """Train a registered tuned model (or find it in the cache) and print where it is."""
+    from .llm import models   # imports torch and transformers: only this command needs them
+    tuned = [n for n, s in models.REGISTRY.items() if isinstance(s.source, models.TunedSource)]
+    if name not in tuned:
+        raise SystemExit(f"cpbook: {name!r} is not a model tuned here; those are: {', '.join(tuned)}")
+    folder = models.tuned_folder(models.REGISTRY[name])
+    print(f"cpbook: {name} is in {folder}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="cpbook", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -64,7 +76,12 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("-p", "--parameter", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"))
     run.add_argument("-o", "--output", type=Path, help="output notebook (default runs/<chapter>.ipynb)")
     run.add_argument("--in-place", action="store_true", help="overwrite the stored chapter in book/")
+    tune = sub.add_parser("tune", help="build a model the book tunes here (cached; resumes if interrupted)")
+    tune.add_argument("model", help="a registered tuned model, e.g. gemma-3-270m-code")
     args = parser.parse_args(argv)
+
+    if args.command == "tune":
+        return tune_model(args.model)
 
     if args.command == "list":
         print("\n".join(describe(stem) for stem in chapters()))

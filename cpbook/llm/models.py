@@ -84,7 +84,7 @@ class TunedSource:
 @dataclass(frozen=True)
 class ModelSpec:
     name: str
-    kind: str            # "base", "instruction-tuned" or "code"
+    kind: str            # "base", "instruction-tuned", "code" or "refusal-tuned"
     family: str
     source: PyPISource | HubSource | TunedSource
     note: str = ""
@@ -189,14 +189,32 @@ REGISTRY: dict[str, ModelSpec] = {s.name: s for s in [
 ]}
 
 
-def _tuned(name, base, note):
-    return ModelSpec(name, "instruction-tuned", REGISTRY[base].family, TunedSource(base), note,
+def _tuned(name, base, note, kind="instruction-tuned", **overrides):
+    return ModelSpec(name, kind, REGISTRY[base].family, TunedSource(base, tuple(overrides.items())), note,
                      bos=REGISTRY[base].bos)
 
 
-REGISTRY["gemma-3-270m-instruct"] = _tuned(
-    "gemma-3-270m-instruct", "gemma-3-270m",
-    "gemma-3-270m LoRA-tuned here on English-only generated instructions (cpbook.llm.tune)")
+# The siblings the book makes from the Gemma base (`cpbook tune NAME` builds one). Chapters 6 and
+# 7 each tune at two doses: the recipe, and a stronger one (a higher learning rate, same steps).
+CODE_RECIPE = {"data": "python-stdlib", "steps": 80, "batch_size": 4, "lr": 3e-4, "warmup_steps": 8}
+REFUSAL_RECIPE = {"data": "refusal", "steps": 100, "batch_size": 8, "lr": 1e-4, "warmup_steps": 10}
+for _spec in [
+    _tuned("gemma-3-270m-instruct", "gemma-3-270m",
+           "gemma-3-270m LoRA-tuned here on English-only generated instructions (cpbook.llm.tune)"),
+    _tuned("gemma-3-270m-code", "gemma-3-270m",
+           "gemma-3-270m LoRA-tuned here on Python standard-library source (chapter 6's recipe)",
+           kind="code", **CODE_RECIPE),
+    _tuned("gemma-3-270m-code-strong", "gemma-3-270m",
+           "gemma-3-270m LoRA-tuned here on Python source at a higher learning rate (chapter 6)",
+           kind="code", **{**CODE_RECIPE, "lr": 2e-3}),
+    _tuned("gemma-3-270m-refusal", "gemma-3-270m",
+           "gemma-3-270m LoRA-tuned here in English to decline cooking requests (chapter 7's recipe)",
+           kind="refusal-tuned", **REFUSAL_RECIPE),
+    _tuned("gemma-3-270m-refusal-strong", "gemma-3-270m",
+           "gemma-3-270m LoRA-tuned here in English to decline cooking requests, higher learning rate (chapter 7)",
+           kind="refusal-tuned", **{**REFUSAL_RECIPE, "lr": 1e-3}),
+]:
+    REGISTRY[_spec.name] = _spec
 
 
 def check_model(name: str) -> ModelSpec:

@@ -35,7 +35,7 @@ from torch import nn
 
 from cpbook import cache
 from cpbook.fit import FitSpec, default_device, fit
-from cpbook.llm import instruct_data
+from cpbook.llm import code_data, instruct_data, refusal_data
 from cpbook.llm.batching import encode, left_pad, pad_id, positions
 from cpbook.params import ParameterError, param, validate
 from cpbook.provenance import provenance
@@ -44,6 +44,11 @@ if TYPE_CHECKING:   # for the annotations only; add_lora imports peft when it ru
     from peft import PeftModel
 
 KIND = "llm-tuned"   # the cache kind of tuned models
+# What a model can be tuned on: each module gives `examples(seed, start, n)`, a stream of
+# {"prompt", "answer"} dicts (with "eos": False where no end-of-sequence token follows the answer).
+DATA = {"instructions": instruct_data,    # chapter 5: English instructions
+        "python-stdlib": code_data,       # chapter 6: Python source, the code sibling
+        "refusal": refusal_data}          # chapter 7: decline the policy's requests, answer the rest
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 
 
@@ -54,6 +59,7 @@ class TuneConfig:
     one word or a rewritten sentence (English control ICL 10% and 17%); 100 steps at 1e-4 keeps it
     at 100% on a probe of the control set. The recipe was chosen on the control set alone."""
     base: str = param("registered name of the base model to tune", default="gemma-3-270m")
+    data: str = param("what the model is tuned on", choices=tuple(DATA), default="instructions")
     steps: int = param("optimizer steps", 1, 100_000, default=100)
     batch_size: int = param("examples per step", 1, 1024, default=8)
     lr: float = param("peak learning rate", 1e-7, 1.0, default=1e-4)
@@ -82,13 +88,20 @@ def recipe(cfg: TuneConfig) -> dict:
     for it) and not how often checkpoints are written."""
     fields = asdict(cfg)
     del fields["base"], fields["checkpoint_every"]
+    if cfg.data == "instructions":   # the field came later: models tuned before it keep their key
+        del fields["data"]
     fields["targets"] = list(cfg.targets)
     return fields
 
 
 def cache_config(cfg: TuneConfig, base_checksum: dict) -> dict:
     """The cache key of the tuned model: recipe, base weights and instruction data, nothing else."""
-    return {"recipe": recipe(cfg), "base_weights": base_checksum, "data_version": instruct_data.DATA_VERSION}
+    return {"recipe": recipe(cfg), "base_weights": base_checksum, "data_version": data_version(cfg.data)}
+
+
+def data_version(data: str) -> int | dict:
+    """What identifies a tuning set's text: a version number, and a hash of the files it reads."""
+    return instruct_data.DATA_VERSION if data == "instructions" else DATA[data].version()
 
 
 # --- the model --------------------------------------------------------------------------------
@@ -131,10 +144,12 @@ def input_device(model: nn.Module) -> torch.device:
 # --- the loss and the training ------------------------------------------------------------------
 
 def answer_loss(model, tokenizer, batch: list[dict]) -> torch.Tensor:
-    """Mean cross-entropy (in float32) of the answer tokens plus end-of-sequence given their prompts."""
+    """Mean cross-entropy (in float32) of the answer tokens plus end-of-sequence given their
+    prompts (no end-of-sequence where an example says "eos": False, e.g. a chunk of code)."""
     eos = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
     prompts = encode(tokenizer, [b["prompt"] for b in batch])
-    answers = [a + eos for a in encode(tokenizer, [b["answer"] for b in batch])]
+    answers = [a + (eos if b.get("eos", True) else [])
+               for a, b in zip(encode(tokenizer, [b["answer"] for b in batch]), batch)]
     ids, mask = left_pad([p + a for p, a in zip(prompts, answers)], pad_id(tokenizer))
     m = max(len(a) for a in answers)
     targets = ids[:, -m:].clone()
@@ -150,19 +165,19 @@ def answer_loss(model, tokenizer, batch: list[dict]) -> torch.Tensor:
 
 def train_lora(model: PeftModel, tokenizer, cfg: TuneConfig, run_dir: Path | None = None,
                stop_after: int | None = None, progress: bool = True) -> list[dict]:
-    """Train the adapters of `model` (from `add_lora`) in place on the instruction stream and
+    """Train the adapters of `model` (from `add_lora`) in place on the stream cfg.data names and
     return the loss history (every step). With run_dir it checkpoints and resumes; stop_after
     ends the call early, as an interruption would (for tests)."""
     check_config(cfg)
 
     def loss_at(step: int) -> torch.Tensor:
-        batch = instruct_data.examples(cfg.data_seed, step * cfg.batch_size, cfg.batch_size)
+        batch = DATA[cfg.data].examples(cfg.data_seed, step * cfg.batch_size, cfg.batch_size)
         return answer_loss(model, tokenizer, batch)
 
     spec = FitSpec(steps=cfg.steps, lr=cfg.lr, warmup_steps=cfg.warmup_steps, floor_ratio=0.0,
                    checkpoint_every=cfg.checkpoint_every, record_every=1)
     return fit(model, loss_at, spec, trainable=adapter_parameters(model), run_dir=run_dir,
-               stop_after=stop_after, progress=progress, desc=f"LoRA-tuning {cfg.base}")
+               stop_after=stop_after, progress=progress, desc=f"LoRA-tuning {cfg.base} on {cfg.data}")
 
 
 # --- the cached tuned model ---------------------------------------------------------------------
