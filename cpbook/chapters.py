@@ -12,7 +12,7 @@ import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from .llm import analysis, prompts
+from .llm import analysis, prompts, refusal, zero_shot
 from .params import Param, check_all, defaults, param, param_like, specs
 from .synthetic.config import (ConjugateSweep, FinetuneConfig, ForgettingVariants, GEstimation, Preset,
                                SyntheticConfig, make_configs)
@@ -33,6 +33,33 @@ class ICLChapter:
                                    1, prompts.MAX_DEMOS, default=[2, 4, 8])
 
 
+@dataclass(frozen=True)
+class CodeChapter:
+    """Chapter 6: which stored zero-shot results to compare."""
+    base: str = param("the pretrained model (a registry name)", default="gemma-3-270m")
+    tuned: list[str] = param("the base after code tuning, one model per dose (made here)",
+                             default=["gemma-3-270m-code", "gemma-3-270m-code-strong"])
+    cross_family: list[str] = param("models of other families, shown beside the base",
+                                    default=["qwen2.5-coder-0.5b-instruct", "smollm2-135m-instruct"])
+    tasks: list[str] = param("the authored tasks", choices=zero_shot.TASKS, default=list(zero_shot.TASKS))
+    languages: list[str] = param("the languages compared", choices=zero_shot.LANGUAGES,
+                                 default=list(zero_shot.LANGUAGES))
+    reference: str = param("the language whose drop is compared with the others'", default="en")
+
+
+@dataclass(frozen=True)
+class RefusalChapter:
+    """Chapter 7: which stored refusal runs to compare."""
+    base: str = param("the pretrained model (a registry name)", default="gemma-3-270m")
+    tuned: list[str] = param("the base after refusal tuning, one model per dose (made here)",
+                             default=["gemma-3-270m-refusal", "gemma-3-270m-refusal-strong"])
+    cross_family: list[str] = param("models of other families, shown beside the base",
+                                    default=["smollm2-135m-instruct"])
+    surfaces: list[str] = param("the surface forms compared", choices=refusal.SURFACES,
+                                default=list(refusal.SURFACES))
+    reference: str = param("the language of the tuning data", default="en")
+
+
 # (dataclass, optional): optional groups default to None, "take the value from the preset".
 _SYNTHETIC = ((Preset, False), (SyntheticConfig, True))
 _FINETUNED = _SYNTHETIC + ((FinetuneConfig, True),)
@@ -42,6 +69,8 @@ CHAPTERS = {
     "03_task_inference": _FINETUNED + ((GEstimation, False),),
     "04_conjugate_prompting": _FINETUNED + ((ConjugateSweep, False),),
     "05_icl_vs_instructions": ((ICLChapter, False),),
+    "06_code_tuning": ((CodeChapter, False),),
+    "07_refusal_tuning": ((RefusalChapter, False),),
 }
 
 
@@ -96,6 +125,12 @@ def check_values(stem: str, values: dict) -> None:
     checked = check_all(parameter_specs(stem), given)
     if stem == "05_icl_vs_instructions":
         analysis.check_chapter(**checked)
+        return
+    if stem == "06_code_tuning":
+        zero_shot.check_chapter(**checked)
+        return
+    if stem == "07_refusal_tuning":
+        refusal.check_chapter(**checked)
         return
     synthetic = set(specs(Preset)) | set(specs(SyntheticConfig)) | set(specs(FinetuneConfig))
     make_configs(**{k: v for k, v in checked.items() if k in synthetic})

