@@ -158,6 +158,11 @@ MODEL_PALETTE = {
     "gemma-3-270m-instruct": "#d62728",
     "smollm2-135m-instruct": "#9467bd",
     "qwen2.5-coder-0.5b-instruct": "#8c564b",
+    # chapters 6 and 7: the siblings tuned here, the recipe's dose lighter than the stronger one
+    "gemma-3-270m-code": "#ff9896",
+    "gemma-3-270m-code-strong": "#d62728",
+    "gemma-3-270m-refusal": "#ff9896",
+    "gemma-3-270m-refusal-strong": "#d62728",
 }
 
 
@@ -265,6 +270,55 @@ def demos_drop_figure(drops: pd.DataFrame, reference: str):
         ax.set_xticks(ns, [str(n) for n in ns])
         _label(ax, label, "demonstrations", label, bottom=None)
     axes[1].legend(fontsize=8, ncol=2)
+    fig.tight_layout()
+    return fig
+
+
+def rate_figure(panels: dict[str, pd.DataFrame], group: str, order, ylabel: str,
+                chance: dict[str, float] | None = None, xlabel: str = "language"):
+    """A rate (accuracy, refusal rate; Wilson 95% intervals) per group and model, one panel per
+    entry of `panels` (a `paired.rate_table`), with a dashed line at chance where given."""
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels) + 1, 3.8), squeeze=False)
+    for ax, (title, table) in zip(axes[0], panels.items()):
+        _dodged_points(ax, table, group, "rate", "low", "high", "model", order, scale=100)
+        if chance and title in chance:
+            ax.axhline(100 * chance[title], color="#888888", ls="--", lw=1, label="chance")
+        _label(ax, title, xlabel, ylabel)
+        ax.set_ylim(-3, 103)
+        if len(order) > 4:
+            ax.tick_params(axis="x", rotation=30)
+    for ax in axes[0][1:]:
+        ax.get_legend().remove()
+    fig.tight_layout()
+    return fig
+
+
+def difference_figure(panels: dict[str, pd.DataFrame], group: str, ylabel: str, xlabel: str = "language",
+                      scale: float = 100):
+    """A paired difference between models (`paired.difference_table` rows with a `model` column:
+    the tuned model of each pair) per group, one panel per entry, 95% intervals, zero marked."""
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels) + 1, 3.6), squeeze=False)
+    for ax, (title, table) in zip(axes[0], panels.items()):
+        order = list(dict.fromkeys(table[group]))
+        _dodged_points(ax, table, group, "difference", "low", "high", "model", order, scale=scale)
+        ax.axhline(0, color="#888888", lw=0.8)
+        _label(ax, title, xlabel, ylabel, bottom=None)
+        if len(order) > 4:
+            ax.tick_params(axis="x", rotation=30)
+    for ax in axes[0][1:]:
+        ax.get_legend().remove()
+    fig.tight_layout()
+    return fig
+
+
+def tuning_curves(records: dict[str, dict], ylabel: str = "training loss (answer tokens)"):
+    """The training loss of each model tuned here (a rolling mean over 10 steps), one line each."""
+    fig, ax = plt.subplots(figsize=(6.5, 3.4))
+    for name, record in records.items():
+        df = pd.DataFrame([h for h in record["loss_history"] if "loss" in h])
+        ax.plot(df["step"], df["loss"].rolling(10, min_periods=1).mean(), lw=1.6,
+                color=MODEL_PALETTE.get(name), label=f"{name} (lr {record['config']['lr']:g})")
+    _label(ax, "LoRA tuning", "step", ylabel, bottom=None)
     fig.tight_layout()
     return fig
 

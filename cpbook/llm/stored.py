@@ -58,3 +58,14 @@ def tuning_record(folder: Path, model: str) -> dict | None:
     """The stored tuning record of a model tuned here (recipe, loss history), else None."""
     path = Path(folder) / f"{model}.tuning.json"
     return results.read_json(path) if path.exists() else None
+
+
+def provenance_table(records: dict[str, dict]) -> pd.DataFrame:
+    """Where each stored result came from, one line per file."""
+    rows = []
+    for name, r in records.items():
+        digest = r["checksum"].get("gguf_sha256") or next(iter(r["checksum"].get("weights_sha256", {}).values()), "")
+        rows.append({"results": name, "kind": r["model_kind"], "rows": r["rows"], "BOS": r["run"]["bos"],
+                     "weights SHA-256": digest[:12], "commit": r["commit"][:7],
+                     "torch": r["versions"]["torch"], "transformers": r["versions"]["transformers"]})
+    return pd.DataFrame(rows).set_index("results")

@@ -30,9 +30,10 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from cpbook import cache
-from cpbook.llm import experiment, models, score, stored
+from cpbook.llm import experiment, models, paired, score, stored
 from cpbook.params import ParameterError, param, specs, validate
 from cpbook.provenance import committed_provenance
+from cpbook.stats import LEVEL_FIGURES
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 RESULTS = stored.RESULTS / "zero_shot"
@@ -268,6 +269,34 @@ def load_chapter(base: str, tuned, cross_family, tasks, languages, reference: st
             results[t][name] = rows[rows["language"].isin(languages)].reset_index(drop=True)
             records[stem(name, t)] = record
     return results, records
+
+
+def scorers(task: str) -> tuple[str, ...]:
+    """How a task is scored: by log-likelihood, and for NLI also by greedy decoding."""
+    return ("loglik", "greedy") if task == "nli" else ("loglik",)
+
+
+def accuracy_table(results: dict[str, pd.DataFrame], scorer: str = "loglik",
+                   level: float = LEVEL_FIGURES) -> pd.DataFrame:
+    """Accuracy per model and language with its Wilson interval (columns model, language, n,
+    rate, low, high)."""
+    return paired.rate_table(results, f"correct_{scorer}", "language", level)
+
+
+def drop_table(results: dict[str, pd.DataFrame], base: str, tuned, scorer: str = "loglik",
+               level: float = LEVEL_FIGURES) -> pd.DataFrame:
+    """Per tuned model and language: base accuracy (a), tuned accuracy (b) and the drop a - b with
+    its interval, paired by item."""
+    return pd.concat([paired.difference_table(results[base], results[t], f"correct_{scorer}", "language",
+                                              level=level).assign(model=t) for t in tuned], ignore_index=True)
+
+
+def gap_table(results: dict[str, pd.DataFrame], base: str, tuned, reference: str, scorer: str = "loglik",
+              level: float = LEVEL_FIGURES) -> pd.DataFrame:
+    """Per tuned model and language: the reference's drop minus this language's drop, paired by item."""
+    return pd.concat([paired.gap_vs_reference(results[base], results[t], f"correct_{scorer}", "language",
+                                              reference, level=level).assign(model=t) for t in tuned],
+                     ignore_index=True)
 
 
 def main(argv=None) -> None:
