@@ -79,11 +79,16 @@ def nli_prompt(premise: str, hypothesis: str, language: str) -> str:
     return f"{premise}\n{w['question']} {hypothesis} {t}, {f} {w['or']} {n}?\n{w['answer']}"
 
 
+# German sets a comma before "weil" (English, French and Spanish need none before "because")
+COMMA_BEFORE_CAUSE = {"de"}
+
+
 def plausibility_prompt(premise: str, relation: str, language: str) -> str:
     """"premise, so" or "premise because": the alternatives continue it."""
     connective = dataset("plausibility")["connectives"][language][relation]
     clause = premise.rstrip().rstrip(".")
-    return f"{clause}, {connective}" if relation == "effect" else f"{clause} {connective}"
+    comma = relation == "effect" or language in COMMA_BEFORE_CAUSE
+    return f"{clause}, {connective}" if comma else f"{clause} {connective}"
 
 
 def prompt_table(task: str, language: str) -> pd.DataFrame:
