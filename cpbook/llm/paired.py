@@ -69,3 +69,18 @@ def gap_vs_reference(a: pd.DataFrame, b: pd.DataFrame, value: str, group: str, r
         iv = mean_interval((wide[reference] - wide[g]).dropna(), level)
         rows.append({group: g, "difference": iv.mean, "low": iv.low, "high": iv.high})
     return pd.DataFrame(rows)
+
+
+def gap_within(df: pd.DataFrame, value: str, group: str, reference: str, key: str = "id",
+               level: float = LEVEL_FIGURES) -> pd.DataFrame:
+    """One model: per group g other than `reference`, the mean over items of
+    value(reference) - value(g), paired by item."""
+    wide = pivot_unique(df, index=key, columns=group, values=value).astype(float)
+    if reference not in wide:
+        raise ValueError(f"reference {reference!r} was not scored; scored: {', '.join(wide.columns)}")
+    rows = []
+    for g in df[group].unique():
+        if g != reference:
+            iv = mean_interval((wide[reference] - wide[g]).dropna(), level)
+            rows.append({group: g, "difference": iv.mean, "low": iv.low, "high": iv.high})
+    return pd.DataFrame(rows)

@@ -24,9 +24,10 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from cpbook import cache
-from cpbook.llm import experiment, models, refusal_data, score, stored, transforms
+from cpbook.llm import experiment, models, paired, refusal_data, score, stored, transforms
 from cpbook.params import ParameterError, param, specs, validate
 from cpbook.provenance import committed_provenance
+from cpbook.stats import LEVEL_FIGURES
 
 RESULTS = stored.RESULTS / "refusal"
 HAND_LABELS = refusal_data.DATA / "refusal_hand_labels.csv"
@@ -225,6 +226,39 @@ def load_chapter(base: str, tuned, cross_family, surfaces, reference: str):
                              f"    {command(name)}")
         results[name] = rows[rows["surface"].isin(surfaces)].reset_index(drop=True)
     return results, records
+
+
+def with_per_token(df: pd.DataFrame) -> pd.DataFrame:
+    """Rows with `refusal_lpt`: the fixed refusal's log-likelihood per token (nats)."""
+    return df.assign(refusal_lpt=df["loglik_refusal"] / df["tokens_refusal"])
+
+
+def rate_table(results: dict[str, pd.DataFrame], kind: str, level: float = LEVEL_FIGURES) -> pd.DataFrame:
+    """Refusal rate per model and surface on one kind of request, with Wilson intervals."""
+    return paired.rate_table({m: df[df["kind"] == kind] for m, df in results.items()}, "refused", "surface", level)
+
+
+def change_table(results: dict[str, pd.DataFrame], base: str, tuned, kind: str, value: str = "refused",
+                 level: float = LEVEL_FIGURES) -> pd.DataFrame:
+    """Per tuned model and surface: value(tuned) - value(base) on the same requests, paired."""
+    return pd.concat([paired.difference_table(with_per_token(results[t][results[t]["kind"] == kind]),
+                                              with_per_token(results[base][results[base]["kind"] == kind]),
+                                              value, "surface", level=level).assign(model=t)
+                      for t in tuned], ignore_index=True)
+
+
+def surface_gap(results: dict[str, pd.DataFrame], models_, kind: str, reference: str, value: str = "refused",
+                level: float = LEVEL_FIGURES) -> pd.DataFrame:
+    """Per model and surface: value at the reference minus value at the surface, paired by request
+    (positive: the model declines more often in the reference language)."""
+    return pd.concat([paired.gap_within(with_per_token(results[m][results[m]["kind"] == kind]), value, "surface",
+                                        reference, level=level).assign(model=m) for m in models_],
+                     ignore_index=True)
+
+
+def confusion(labels: pd.DataFrame) -> pd.DataFrame:
+    """Hand label (rows) against the classifier's verdict (columns), with counts."""
+    return pd.crosstab(labels["label"].rename("by hand"), labels["classifier"].rename("classifier"))
 
 
 def main(argv=None) -> None:
