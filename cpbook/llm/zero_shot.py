@@ -304,6 +304,30 @@ def gap_table(results: dict[str, pd.DataFrame], base: str, tuned, reference: str
                      ignore_index=True)
 
 
+def format_accuracy(accuracy: dict[str, pd.DataFrame], base: str) -> pd.DataFrame:
+    """Accuracy (%) with its 95% interval, a row per model and a column per task and language."""
+    parts = {}
+    for task, table in accuracy.items():
+        cells = [f"{100 * r:.1f} [{100 * lo:.1f}, {100 * hi:.1f}]"
+                 for r, lo, hi in zip(table["rate"], table["low"], table["high"])]
+        parts[task] = table.assign(cell=cells).pivot(index="model", columns="language", values="cell")
+    out = pd.concat(parts, axis=1)
+    order = list(dict.fromkeys(next(iter(accuracy.values()))["model"]))
+    return out.reindex(order)
+
+
+def show_item(results: dict[str, dict[str, pd.DataFrame]], task: str, language: str, index: int) -> None:
+    """Print one item's prompt and options, and each model's prediction (and continuation)."""
+    item_id = dataset(task)["items"][index]["id"]
+    row = prompt_table(task, language).set_index("id").loc[item_id]
+    print(row["prompt"])
+    print("\n  options: " + ", ".join(f"{o} {row[o]!r}" for o in OPTIONS[task]) + f"; correct: {row['label']}")
+    for name, df in results[task].items():
+        r = df[(df["language"] == language) & (df["id"] == item_id)].iloc[0]
+        said = f", greedy {r['continuation']!r} -> {r['pred_greedy']}" if task == "nli" else ""
+        print(f"  {name:>28}: log-likelihood -> {r['pred_loglik']}{said}")
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description="Score a model on an authored zero-shot task in four "
                                              "languages and store the rows under book/results/zero_shot/.")
