@@ -65,3 +65,20 @@ def test_flops_per_prompt_counts_every_linear_layer():
     T = 8
     linear = 4 * 8 + 8 * 24 + 8 * 8 + 8 * 32 + 32 * 8 + 8 * 1
     assert model.flops_per_prompt() == 2 * linear * T + 2 * 2 * (T * (T + 1) // 2) * 8
+
+
+def test_all_queries_in_one_sequence_equal_one_prompt_per_query():
+    """predict_queries reads each context once, with a mask, for every prefix and query; it must
+    predict what separate prompts (context, then one query) predict."""
+    from cpbook.synthetic.inference import predictions_by_copies, query_predictions
+    torch.manual_seed(0)
+    model = InContextRegressor(3, 7, ModelSize(2, 32, 4)).eval()
+    xs, ys, queries = torch.randn(5, 7, 3), torch.randn(5, 7), torch.randn(5, 4, 3)
+    with torch.no_grad():
+        fast = query_predictions(model, xs, ys, queries, chunk=2)
+        slow = predictions_by_copies(model, xs, ys, queries)
+        assert fast.shape == (5, 6, 4)
+        torch.testing.assert_close(fast, slow, atol=1e-5, rtol=1e-5)
+        # it can fail: a query that attended to one pair too many would predict otherwise
+        shifted = predictions_by_copies(model, xs, ys.roll(1, dims=1), queries)
+        assert (fast - shifted).abs().max() > 1e-2

@@ -46,14 +46,9 @@ def estimate_g(model, prompts: Prompts, tasks, sigma: float, tau: float, alpha: 
     xs64, ys64 = prompts.xs.double(), prompts.ys.double()
     w_ridge = ridge_weights(xs64, ys64, sigma, tau)
     w_disc = discrete_posterior(xs64, ys64, tasks, sigma) @ tasks.double()
-    device = model_device(model)
+    preds = query_predictions(model, prompts.xs, prompts.ys, queries)
     for k in range(1, K):
-        # Q copies of each context (first k pairs) followed by one query each
-        ctx_x = prompts.xs[:, None, :k].expand(B, n_queries, k, d)
-        ctx_y = prompts.ys[:, None, :k].expand(B, n_queries, k)
-        xs = torch.cat([ctx_x, queries[:, :, None]], dim=2).reshape(B * n_queries, k + 1, d)
-        ys = torch.cat([ctx_y, torch.zeros(B, n_queries, 1)], dim=2).reshape(B * n_queries, k + 1)
-        f = model(xs.to(device), ys.to(device))[:, k].cpu().double().reshape(B, n_queries)
+        f = preds[:, k - 1]
         # the two branches at the same queries, from the same context (the first k pairs)
         r = torch.einsum("bqd,bd->bq", queries.double(), w_ridge[:, k])
         dd = torch.einsum("bqd,bd->bq", queries.double(), w_disc[:, k])
@@ -64,6 +59,37 @@ def estimate_g(model, prompts: Prompts, tasks, sigma: float, tau: float, alpha: 
         r2[:, k] = (1 - (resid**2).sum(1) / (u * u).sum(1)).numpy()
     llr = (bayes.log_p_disc - bayes.log_p_cont).numpy()
     return GEstimate(g_model=g_model, g_bayes=bayes.g.numpy(), llr=llr, r2=r2)
+
+
+def query_predictions(model, xs: torch.Tensor, ys: torch.Tensor, queries: torch.Tensor,
+                      chunk: int = 128) -> torch.Tensor:
+    """(B, K - 1, Q) float64: the model's prediction for each query after the first k pairs of
+    each prompt, k = 1 .. K - 1. Our transformer reads each context once for all its queries
+    (`InContextRegressor.predict_queries`, `chunk` prompts at a time); any other model gets Q
+    copies of every context, each followed by one query (`predictions_by_copies`)."""
+    device = model_device(model)
+    if not hasattr(model, "predict_queries"):
+        return predictions_by_copies(model, xs, ys, queries)
+    parts = [model.predict_queries(xs[i:i + chunk].to(device), ys[i:i + chunk].to(device),
+                                   queries[i:i + chunk].to(device)).cpu().double()
+             for i in range(0, len(xs), chunk)]
+    return torch.cat(parts)
+
+
+def predictions_by_copies(model, xs: torch.Tensor, ys: torch.Tensor, queries: torch.Tensor) -> torch.Tensor:
+    """`query_predictions` the plain way: Q copies of each context (its first k pairs) followed
+    by one query each, one forward pass per k."""
+    B, K, d = xs.shape
+    Q = queries.shape[1]
+    device = model_device(model)
+    out = torch.empty(B, K - 1, Q, dtype=torch.float64)
+    for k in range(1, K):
+        ctx_x = xs[:, None, :k].expand(B, Q, k, d)
+        ctx_y = ys[:, None, :k].expand(B, Q, k)
+        qx = torch.cat([ctx_x, queries[:, :, None]], dim=2).reshape(B * Q, k + 1, d)
+        qy = torch.cat([ctx_y, torch.zeros(B, Q, 1)], dim=2).reshape(B * Q, k + 1)
+        out[:, k - 1] = model(qx.to(device), qy.to(device))[:, k].cpu().double().reshape(B, Q)
+    return out
 
 
 LOGIT_RANGE = (-12.0, 12.0)   # the search range of logit(alpha): alpha in [6e-6, 1 - 6e-6]

@@ -55,11 +55,13 @@ class SelfAttention(nn.Module):
         self.qkv = nn.Linear(n_embd, 3 * n_embd)
         self.proj = nn.Linear(n_embd, n_embd)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Causal attention, or attention where the boolean (T, T) `mask` allows it."""
         B, T, C = x.shape
         q, k, v = self.qkv(x).split(C, dim=2)
         q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))
-        out = F.scaled_dot_product_attention(q, k, v, is_causal=True)   # softmax(q k^T / sqrt(C/H)) v
+        # softmax(q k^T / sqrt(C/H)) v
+        out = F.scaled_dot_product_attention(q, k, v, is_causal=mask is None, attn_mask=mask)
         return self.proj(out.transpose(1, 2).reshape(B, T, C))
 
 
@@ -74,8 +76,8 @@ class Block(nn.Module):
         self.fc = nn.Linear(n_embd, 4 * n_embd)
         self.proj = nn.Linear(4 * n_embd, n_embd)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.attn(self.ln_1(x))
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        x = x + self.attn(self.ln_1(x), mask)
         return x + self.proj(F.gelu(self.fc(self.ln_2(x))))
 
 
@@ -102,10 +104,37 @@ class InContextRegressor(nn.Module):
         if xs.shape[1] > self.n_points:
             raise ValueError(f"prompt has {xs.shape[1]} pairs; the model was built for at most {self.n_points}")
         tokens = interleave(xs, ys)
-        h = self.read_in(tokens) + self.position.weight[: tokens.shape[1]]
+        return self._read(tokens, torch.arange(tokens.shape[1], device=tokens.device))[:, ::2]
+
+    def _read(self, tokens: torch.Tensor, position: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """The read-out at every token, given each token's position (and who may attend to whom)."""
+        h = self.read_in(tokens) + self.position(position)
         for block in self.blocks:
-            h = block(h)
-        return self.read_out(self.ln_f(h)[:, ::2])[..., 0]
+            h = block(h, mask)
+        return self.read_out(self.ln_f(h))[..., 0]
+
+    def predict_queries(self, xs: torch.Tensor, ys: torch.Tensor, queries: torch.Tensor) -> torch.Tensor:
+        """Predictions (B, K - 1, Q): entry [b, k - 1, q] is what the model predicts for query
+        queries[b, q] placed after the first k pairs of prompt b, for k = 1 .. K - 1.
+
+        It equals `forward` on Q * (K - 1) separate prompts (context, then the query), computed
+        in one sequence per prompt: the context's tokens, then one token per (k, query), each at
+        the position it would have in its own prompt (2k) and attending only to the first k
+        pairs and itself. The context is read once instead of Q * (K - 1) times."""
+        B, K, d = xs.shape
+        Q = queries.shape[1]
+        context = interleave(xs[:, :K - 1], ys[:, :K - 1])                     # (B, C, d + 1)
+        C = context.shape[1]
+        ks = torch.arange(1, K, device=xs.device).repeat_interleave(Q)          # the k of each query token
+        query_tokens = torch.cat([queries, queries.new_zeros(B, Q, 1)], dim=-1).repeat(1, K - 1, 1)
+        tokens = torch.cat([context, query_tokens], dim=1)
+        position = torch.cat([torch.arange(C, device=xs.device), 2 * ks])
+        T = tokens.shape[1]
+        mask = torch.zeros(T, T, dtype=torch.bool, device=xs.device)
+        mask[:C, :C] = torch.ones(C, C, dtype=torch.bool, device=xs.device).tril()
+        mask[C:, :C] = torch.arange(C, device=xs.device)[None, :] < 2 * ks[:, None]   # the first k pairs
+        mask[C:, C:] = torch.eye(T - C, dtype=torch.bool, device=xs.device)            # and itself
+        return self._read(tokens, position, mask)[:, C:].reshape(B, K - 1, Q)
 
     def n_params(self) -> int:
         return sum(p.numel() for p in self.parameters())
