@@ -293,12 +293,12 @@ def rate_figure(panels: dict[str, pd.DataFrame], group: str, order, ylabel: str,
     return fig
 
 
-def difference_figure(panels: dict[str, pd.DataFrame], group: str, ylabel: str, xlabel: str = "language",
-                      scale: float = 100):
-    """A paired difference between models (`paired.difference_table` rows with a `model` column:
-    the tuned model of each pair) per group, one panel per entry, 95% intervals, zero marked."""
+def difference_figure(panels: dict[str, tuple[pd.DataFrame, str, float]], group: str, xlabel: str = "language"):
+    """Paired differences between models, one panel per entry: title -> (table, y label, scale),
+    the table a `paired.difference_table` with a `model` column (the tuned model of each pair);
+    95% intervals, zero marked."""
     fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels) + 1, 3.6), squeeze=False)
-    for ax, (title, table) in zip(axes[0], panels.items()):
+    for ax, (title, (table, ylabel, scale)) in zip(axes[0], panels.items()):
         order = list(dict.fromkeys(table[group]))
         _dodged_points(ax, table, group, "difference", "low", "high", "model", order, scale=scale)
         ax.axhline(0, color="#888888", lw=0.8)

@@ -66,6 +66,8 @@ def test_cpbook_list_shows_value_range_and_description(capsys):
     ("02_forgetting", "ft_steps", -1, ["'ft_steps'", "out of range"]),
     ("03_task_inference", "n_queries", 1, ["'n_queries'", "out of range"]),
     ("04_conjugate_prompting", "gammas", [1.0, -2.0], ["'gammas'", "out of range"]),
+    ("06_code_tuning", "languages", ["en", "ja"], ["'languages'", "'ja'"]),
+    ("07_refusal_tuning", "tuned", ["gemma-3-270m-refusal-xl"], ["'tuned'", "unknown model"]),
 ])
 def test_bad_parameter_stops_the_first_cell_and_writes_nothing(tmp_path, monkeypatch, chapter, name, value, words):
     cache = tmp_path / "cache"
@@ -93,6 +95,10 @@ def test_bad_parameter_stops_the_first_cell_and_writes_nothing(tmp_path, monkeyp
     ("05", "reference", "klingon", ["'klingon'"]),
     ("05", "n_demos", "17", ["'n_demos'", "[1, 16]"]),
     ("05", "demo_counts", "[2, 3]", ["with 3 demonstrations", "stored for it"]),
+    ("06", "tasks", "['xnli']", ["'tasks'", "'xnli'"]),
+    ("06", "cross_family", "['gpt-5']", ["unknown model 'gpt-5'"]),
+    ("07", "surfaces", "['en', 'sw']", ["'surfaces'", "'sw'"]),
+    ("07", "tuned", "['gemma-3-270m']", ["name a model twice"]),
 ])
 def test_cli_checks_names_and_values_before_starting_a_kernel(monkeypatch, chapter, name, value, words):
     monkeypatch.setattr(pm, "execute_notebook", lambda *a, **k: pytest.fail("a kernel was started"))

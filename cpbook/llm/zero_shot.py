@@ -26,6 +26,7 @@ from dataclasses import asdict, dataclass, replace
 from functools import lru_cache
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
@@ -281,6 +282,19 @@ def scorers(task: str) -> tuple[str, ...]:
     return ("loglik", "greedy") if task == "nli" else ("loglik",)
 
 
+def with_margin(df: pd.DataFrame, task: str) -> pd.DataFrame:
+    """Rows with `margin`: the correct option's log-likelihood minus the best other option's
+    (nats; positive when the log-likelihood scorer is right). The graded measure: tuning can move
+    it on the same item without flipping the prediction."""
+    lik = df[[f"loglik_{o}" for o in OPTIONS[task]]].to_numpy()
+    correct = np.array([OPTIONS[task].index(label) for label in df["label"]])
+    rows = np.arange(len(df))
+    own = lik[rows, correct]
+    others = lik.copy()
+    others[rows, correct] = -np.inf
+    return df.assign(margin=own - others.max(1))
+
+
 def accuracy_table(results: dict[str, pd.DataFrame], scorer: str = "loglik",
                    level: float = LEVEL_FIGURES) -> pd.DataFrame:
     """Accuracy per model and language with its Wilson interval (columns model, language, n,
@@ -288,20 +302,47 @@ def accuracy_table(results: dict[str, pd.DataFrame], scorer: str = "loglik",
     return paired.rate_table(results, f"correct_{scorer}", "language", level)
 
 
-def drop_table(results: dict[str, pd.DataFrame], base: str, tuned, scorer: str = "loglik",
+def _value(scorer: str) -> str:
+    """The column a scorer's comparison reads: correct_loglik, correct_greedy, or the margin."""
+    return "margin" if scorer == "margin" else f"correct_{scorer}"
+
+
+def drop_table(results: dict[str, pd.DataFrame], base: str, tuned, task: str, scorer: str = "loglik",
                level: float = LEVEL_FIGURES) -> pd.DataFrame:
-    """Per tuned model and language: base accuracy (a), tuned accuracy (b) and the drop a - b with
-    its interval, paired by item."""
-    return pd.concat([paired.difference_table(results[base], results[t], f"correct_{scorer}", "language",
-                                              level=level).assign(model=t) for t in tuned], ignore_index=True)
+    """Per tuned model and language: the base's value (a), the tuned model's (b) and the drop
+    a - b with its interval, paired by item. scorer "loglik" or "greedy" compares accuracy,
+    "margin" the margin in nats."""
+    return pd.concat([paired.difference_table(with_margin(results[base], task), with_margin(results[t], task),
+                                              _value(scorer), "language", level=level).assign(model=t)
+                      for t in tuned], ignore_index=True)
 
 
-def gap_table(results: dict[str, pd.DataFrame], base: str, tuned, reference: str, scorer: str = "loglik",
-              level: float = LEVEL_FIGURES) -> pd.DataFrame:
+def gap_table(results: dict[str, pd.DataFrame], base: str, tuned, task: str, reference: str,
+              scorer: str = "loglik", level: float = LEVEL_FIGURES) -> pd.DataFrame:
     """Per tuned model and language: the reference's drop minus this language's drop, paired by item."""
-    return pd.concat([paired.gap_vs_reference(results[base], results[t], f"correct_{scorer}", "language",
-                                              reference, level=level).assign(model=t) for t in tuned],
-                     ignore_index=True)
+    return pd.concat([paired.gap_vs_reference(with_margin(results[base], task), with_margin(results[t], task),
+                                              _value(scorer), "language", reference, level=level).assign(model=t)
+                      for t in tuned], ignore_index=True)
+
+
+def prediction_shares(results: dict[str, pd.DataFrame], model: str, scorer: str = "loglik") -> pd.DataFrame:
+    """How often a model predicts each option (or none), per language, in %: a model at chance
+    often answers one label whatever the item."""
+    df = results[model]
+    return (100 * pd.crosstab(df["language"], df[f"pred_{scorer}"], normalize="index")).round(1).reindex(
+        list(dict.fromkeys(df["language"])))
+
+
+def format_differences(tables: dict[str, pd.DataFrame], scale: float, digits: int) -> pd.DataFrame:
+    """Paired differences as text, mean [low, high], a row per tuned model, a column per
+    (measure, language)."""
+    parts = {}
+    for measure, table in tables.items():
+        cells = [f"{scale * d:.{digits}f} [{scale * lo:.{digits}f}, {scale * hi:.{digits}f}]"
+                 for d, lo, hi in zip(table["difference"], table["low"], table["high"])]
+        wide = table.assign(cell=cells).pivot(index="model", columns="language", values="cell")
+        parts[measure] = wide[list(dict.fromkeys(table["language"]))].reindex(list(dict.fromkeys(table["model"])))
+    return pd.concat(parts, axis=1)
 
 
 def format_accuracy(accuracy: dict[str, pd.DataFrame], base: str) -> pd.DataFrame:
@@ -310,7 +351,8 @@ def format_accuracy(accuracy: dict[str, pd.DataFrame], base: str) -> pd.DataFram
     for task, table in accuracy.items():
         cells = [f"{100 * r:.1f} [{100 * lo:.1f}, {100 * hi:.1f}]"
                  for r, lo, hi in zip(table["rate"], table["low"], table["high"])]
-        parts[task] = table.assign(cell=cells).pivot(index="model", columns="language", values="cell")
+        wide = table.assign(cell=cells).pivot(index="model", columns="language", values="cell")
+        parts[task] = wide[list(dict.fromkeys(table["language"]))]
     out = pd.concat(parts, axis=1)
     order = list(dict.fromkeys(next(iter(accuracy.values()))["model"]))
     return out.reindex(order)
