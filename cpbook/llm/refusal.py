@@ -27,7 +27,7 @@ from cpbook import cache
 from cpbook.llm import experiment, models, paired, refusal_data, score, stored, transforms
 from cpbook.params import ParameterError, param, specs, validate
 from cpbook.provenance import committed_provenance
-from cpbook.stats import LEVEL_FIGURES
+from cpbook.stats import LEVEL_FIGURES, wilson_interval
 
 RESULTS = stored.RESULTS / "refusal"
 HAND_LABELS = refusal_data.DATA / "refusal_hand_labels.csv"
@@ -254,6 +254,23 @@ def surface_gap(results: dict[str, pd.DataFrame], models_, kind: str, reference:
     return pd.concat([paired.gap_within(with_per_token(results[m][results[m]["kind"] == kind]), value, "surface",
                                         reference, level=level).assign(model=m) for m in models_],
                      ignore_index=True)
+
+
+def show_request(results: dict[str, pd.DataFrame], surface: str, item: str) -> None:
+    """Print one request as the models saw it, and each model's greedy reply and verdict."""
+    row = prompt_table(surface).set_index("id").loc[item]
+    print(row["prompt"])
+    for name, df in results.items():
+        r = df[(df["surface"] == surface) & (df["id"] == item)].iloc[0]
+        verdict = "declines" if r["refused"] else "answers"
+        print(f"  {name:>28}: {r['continuation']!r} ({verdict})")
+
+
+def classifier_accuracy(labels: pd.DataFrame, level: float = LEVEL_FIGURES):
+    """The share of hand-labelled replies the classifier labels the same way, with its Wilson
+    interval (a cpbook.stats.Interval)."""
+    agree = labels["label"] == labels["classifier"]
+    return wilson_interval(int(agree.sum()), len(agree), level)
 
 
 def confusion(labels: pd.DataFrame) -> pd.DataFrame:

@@ -1,7 +1,9 @@
-"""Instruction-tune a base language model with LoRA, and cache the merged result.
+"""Tune a base language model with LoRA, and cache the merged result.
 
-No package ships a base model together with its own instruction-tuned sibling, so the book makes
-one: Gemma-3-270M tuned on the English instructions of `instruct_data`. The recipe is LoRA
+No package ships a base model together with its own tuned siblings, so the book makes them from
+Gemma-3-270M, each on one data set (`TuneConfig.data`, the streams in `DATA`): the English
+instructions of `instruct_data` (chapter 5), Python standard-library source from `code_data`
+(chapter 6) and the refusal policy of `refusal_data` (chapter 7). The recipe is LoRA
 (Hu et al. 2021), through the `peft` library: every targeted linear layer W keeps its pretrained
 weights and learns a low-rank update, W' = W + (alpha / r) B A, with B starting at zero so step 0
 is the base model. On this CPU LoRA costs about what the forward and backward passes cost; full
