@@ -242,3 +242,51 @@ def _solve(prompt: str) -> int:
             if m:
                 return D.OPERATORS[op](int(m["a"]), int(m["b"]))
     raise AssertionError(f"no template matches {prompt!r}")
+
+
+# --- the other tuning sets (chapters 6 and 7) and the siblings made from them ---------------------
+
+def test_the_code_stream_is_deterministic_whole_lines_and_hashed():
+    from cpbook.llm import code_data
+    assert code_data.examples(0, 5, 3) == code_data.examples(0, 5, 3)
+    assert code_data.examples(0, 0, 3) != code_data.examples(1, 0, 3)
+    chunks = code_data.chunks()
+    assert all(code_data.MIN_CHARS <= len(c.strip()) and len(c) <= code_data.CHUNK_CHARS for _, c in chunks)
+    # one epoch visits every chunk once
+    epoch = {code_data.example(0, i)["answer"] for i in range(len(chunks))}
+    assert len(epoch) == len({c for _, c in chunks})
+    ex = code_data.example(0, 0)
+    assert ex["eos"] is False and ex["prompt"].startswith("# Python standard library: ")
+    v = code_data.version()
+    assert len(v["sources_sha256"]) == 64 and v["chunks"] == len(chunks)
+
+
+def test_no_end_of_sequence_is_learned_after_a_chunk_of_code():
+    """With "eos": False the answer's own tokens are the only targets; by default the
+    end-of-sequence token after the answer is one too."""
+    _, tok = make_tiny()
+    code = {"prompt": "# a.py\n", "answer": " x = 1", "eos": False}
+    answer = tok(code["answer"], add_special_tokens=False)["input_ids"]
+    _, _, targets = T.answer_targets(tok, [code])
+    assert targets[0][targets[0] != -100].tolist() == answer
+    _, _, targets = T.answer_targets(tok, [{**code, "eos": True}])
+    assert targets[0][targets[0] != -100].tolist() == answer + [tok.eos_token_id]
+
+
+def test_every_sibling_names_a_data_set_and_keeps_chapter_5s_key():
+    siblings = {n: s for n, s in models.REGISTRY.items() if isinstance(s.source, models.TunedSource)}
+    assert {"gemma-3-270m-instruct", "gemma-3-270m-code", "gemma-3-270m-code-strong",
+            "gemma-3-270m-refusal", "gemma-3-270m-refusal-strong"} <= set(siblings)
+    for name, spec in siblings.items():
+        cfg = T.check_config(spec.source.config())
+        assert cfg.data in T.DATA
+    # the data field joined the key later: the instruction-tuned model's key does not carry it
+    assert "data" not in T.recipe(models.REGISTRY["gemma-3-270m-instruct"].source.config())
+    code, strong = (models.REGISTRY[n].source.config() for n in ("gemma-3-270m-code", "gemma-3-270m-code-strong"))
+    assert code.lr < strong.lr and code.steps == strong.steps    # two doses of one recipe
+
+
+def test_cpbook_tune_names_the_models_it_can_make():
+    from cpbook.cli import main
+    with pytest.raises(SystemExit, match="gemma-3-270m-code-strong"):
+        main(["tune", "gemma-3-270m-codex"])

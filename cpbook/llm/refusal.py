@@ -273,6 +273,16 @@ def classifier_accuracy(labels: pd.DataFrame, level: float = LEVEL_FIGURES):
     return wilson_interval(int(agree.sum()), len(agree), level)
 
 
+def format_rates(tables: dict[str, pd.DataFrame]) -> pd.DataFrame:
+    """Rates (%) with their 95% intervals as text: a row per surface, a column per (table, model)."""
+    parts = {}
+    for title, t in tables.items():
+        cells = [f"{100 * r:.0f} [{100 * lo:.0f}, {100 * hi:.0f}]" for r, lo, hi in zip(t["rate"], t["low"], t["high"])]
+        wide = t.assign(cell=cells).pivot(index="surface", columns="model", values="cell")
+        parts[title] = wide.reindex(list(dict.fromkeys(t["surface"])))[list(dict.fromkeys(t["model"]))]
+    return pd.concat(parts, axis=1)
+
+
 def confusion(labels: pd.DataFrame) -> pd.DataFrame:
     """Hand label (rows) against the classifier's verdict (columns), with counts."""
     return pd.crosstab(labels["label"].rename("by hand"), labels["classifier"].rename("classifier"))

@@ -145,9 +145,10 @@ def input_device(model: nn.Module) -> torch.device:
 
 # --- the loss and the training ------------------------------------------------------------------
 
-def answer_loss(model, tokenizer, batch: list[dict]) -> torch.Tensor:
-    """Mean cross-entropy (in float32) of the answer tokens plus end-of-sequence given their
-    prompts (no end-of-sequence where an example says "eos": False, e.g. a chunk of code)."""
+def answer_targets(tokenizer, batch: list[dict]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(ids, mask, targets) of a batch, left-padded: targets are the last m columns of ids
+    (m the longest answer) with everything but the answer tokens, plus end-of-sequence unless an
+    example says "eos": False (e.g. a chunk of code), set to -100 (not a target)."""
     eos = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
     prompts = encode(tokenizer, [b["prompt"] for b in batch])
     answers = [a + (eos if b.get("eos", True) else [])
@@ -157,6 +158,13 @@ def answer_loss(model, tokenizer, batch: list[dict]) -> torch.Tensor:
     targets = ids[:, -m:].clone()
     for row, a in enumerate(answers):
         targets[row, :m - len(a)] = -100   # prompt tokens (and padding) are not targets
+    return ids, mask, targets
+
+
+def answer_loss(model, tokenizer, batch: list[dict]) -> torch.Tensor:
+    """Mean cross-entropy (in float32) of the targets of `answer_targets` given their prompts."""
+    ids, mask, targets = answer_targets(tokenizer, batch)
+    m = targets.shape[1]
     device = input_device(model)
     # Column t predicts token t + 1: the last m + 1 columns predict the last m tokens.
     logits = model(input_ids=ids.to(device), attention_mask=mask.to(device),
