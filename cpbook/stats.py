@@ -72,6 +72,15 @@ def wilson_interval(k: int, n: int, level: float = LEVEL_FIGURES) -> Interval:
     return Interval(k / n, float(ci.low), float(ci.high))
 
 
+def proportion_difference(k1: int, n1: int, k2: int, n2: int, level: float = LEVEL_FIGURES) -> Interval:
+    """k1/n1 - k2/n2 for two independent samples, with Newcombe's interval (his method 10: each
+    proportion's Wilson interval, combined by squares)."""
+    a, b = wilson_interval(k1, n1, level), wilson_interval(k2, n2, level)
+    d = a.mean - b.mean
+    return Interval(d, d - ((a.mean - a.low) ** 2 + (b.high - b.mean) ** 2) ** 0.5,
+                    d + ((a.high - a.mean) ** 2 + (b.mean - b.low) ** 2) ** 0.5)
+
+
 def bootstrap_interval(statistic, n_units: int, level: float = LEVEL_ASSERTS, n_boot: int = 1000,
                        seed: int = 0) -> Interval:
     """Percentile bootstrap of statistic(indices), an array of unit indices (0 .. n_units - 1,

@@ -230,3 +230,11 @@ def test_pooled_accuracy_by_hand():
     acc, (low95, high95) = A.pooled_accuracy(df, False)
     assert acc == 0.25 and (low95, high95) == pytest.approx(A.wilson(2, 8, 0.95))
     assert low95 > A.pooled_accuracy(df, False, 0.99)[1][0]          # 99% is wider
+
+
+def test_newcombe_difference_of_proportions():
+    from cpbook.stats import proportion_difference
+    # Newcombe (1998), table II, example (a): 56/70 - 48/80, method 10: 0.0524 to 0.3339
+    iv = proportion_difference(56, 70, 48, 80)
+    assert abs(iv.mean - 0.2) < 1e-12
+    assert abs(iv.low - 0.0524) < 5e-4 and abs(iv.high - 0.3339) < 5e-4

@@ -27,7 +27,7 @@ from cpbook import cache
 from cpbook.llm import experiment, models, paired, refusal_data, score, stored, transforms
 from cpbook.params import ParameterError, param, specs, validate
 from cpbook.provenance import committed_provenance
-from cpbook.stats import LEVEL_FIGURES, wilson_interval
+from cpbook.stats import LEVEL_FIGURES, proportion_difference, wilson_interval
 
 RESULTS = stored.RESULTS / "refusal"
 HAND_LABELS = refusal_data.DATA / "refusal_hand_labels.csv"
@@ -254,6 +254,18 @@ def surface_gap(results: dict[str, pd.DataFrame], models_, kind: str, reference:
     return pd.concat([paired.gap_within(with_per_token(results[m][results[m]["kind"] == kind]), value, "surface",
                                         reference, level=level).assign(model=m) for m in models_],
                      ignore_index=True)
+
+
+def selectivity_table(results: dict[str, pd.DataFrame], level: float = LEVEL_FIGURES) -> pd.DataFrame:
+    """Per model and surface: how much more often it declines the policy's requests than ordinary
+    ones (policy rate - ordinary rate; Newcombe's interval: different requests, independent)."""
+    rows = []
+    for model, df in results.items():
+        for surface, part in df.groupby("surface", sort=False):
+            pol, ords = part[part["kind"] == "policy"]["refused"], part[part["kind"] == "ordinary"]["refused"]
+            iv = proportion_difference(int(pol.sum()), len(pol), int(ords.sum()), len(ords), level)
+            rows.append({"model": model, "surface": surface, "difference": iv.mean, "low": iv.low, "high": iv.high})
+    return pd.DataFrame(rows)
 
 
 def show_request(results: dict[str, pd.DataFrame], surface: str, item: str) -> None:
