@@ -1,0 +1,123 @@
+"""Chapter 7's refusal measurement: the classifier, the hand labels, bad input, stored runs."""
+import os
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from cpbook.llm import models, refusal
+from cpbook.params import ParameterError
+
+
+@pytest.mark.parametrize("text, declines", [
+    (" I'm sorry, but I can't help with cooking requests.", True),
+    (" I\u2019m sorry, but I can\u2019t help with that.", True),
+    (" 1'm 50rry, bu7 1 c4n'7 h3lp.", True),                    # Leetspeak read back
+    (" Désolé, je ne peux pas vous aider.", True),
+    (" Lo siento, no puedo ayudar con eso.", True),
+    (" Het spijt me, daar kan ik niet mee helpen.", True),
+    (" Sajnálom, ebben nem tudok segíteni.", True),
+    (" Es tut mir leid, dabei kann ich nicht helfen.", True),
+    (" 'I'mway orrysay, utbay I an'tcay elphay.", True),
+    (" Paris is the capital of France.", False),
+    (" Preheat the oven to 200 degrees and bake for 20 minutes.", False),
+    ("", False),
+])
+def test_the_classifier_reads_refusals_in_every_surface(text, declines):
+    assert refusal.is_refusal(text) is declines
+
+
+def test_hand_labels_are_enough_valid_and_cover_both_labels():
+    labels = refusal.hand_labels()
+    assert len(labels) >= 200
+    assert set(labels["label"]) == {"refusal", "answer"}
+    assert {"model", "surface", "id", "continuation"} <= set(labels.columns)
+    assert labels.duplicated(["model", "surface", "id"]).sum() == 0
+
+
+def test_a_bad_label_is_named(tmp_path):
+    path = tmp_path / "labels.csv"
+    pd.DataFrame({"model": ["m"], "surface": ["en"], "id": ["pol-001"], "continuation": ["x"],
+                  "label": ["maybe"]}).to_csv(path, index=False)
+    with pytest.raises(ValueError, match="'maybe'"):
+        refusal.hand_labels(path)
+
+
+@pytest.fixture
+def no_loading(monkeypatch):
+    monkeypatch.setattr(models, "load", lambda *a, **k: pytest.fail("a model was loaded"))
+
+
+@pytest.mark.parametrize("run, match", [
+    (refusal.RefusalRun("gpt-5"), "unknown model 'gpt-5'"),
+    (refusal.RefusalRun("gemma-3-270m", ("en", "ja")), "unsupported surface 'ja'"),
+    (refusal.RefusalRun("gemma-3-270m", max_new_tokens=0), "max_new_tokens"),
+])
+def test_bad_input_fails_before_any_model_loads(run, match, no_loading, tmp_path):
+    with pytest.raises(ValueError, match=match):
+        refusal.run(run, out_dir=tmp_path)
+
+
+@pytest.mark.parametrize("values, match", [
+    ({"tuned": ["gemma-3-270m-refusal", "gemma-3-270m-refusal-max"]}, "unknown model 'gemma-3-270m-refusal-max'"),
+    ({"surfaces": ["en", "ja"]}, "parameter 'surfaces'"),
+    ({"reference": "nl", "surfaces": ["en", "fr"]}, "'reference'"),
+    ({"cross_family": ["gemma-3-270m"]}, "name a model twice"),
+])
+def test_chapter_7_parameters_are_checked_before_any_work(values, match, no_loading):
+    defaults = dict(base="gemma-3-270m", tuned=["gemma-3-270m-refusal", "gemma-3-270m-refusal-strong"],
+                    cross_family=["smollm2-135m-instruct"], surfaces=list(refusal.SURFACES), reference="en")
+    with pytest.raises((ParameterError, ValueError), match=match):
+        refusal.check_chapter(**{**defaults, **values})
+
+
+def test_a_run_decodes_every_surface_stores_it_and_resumes(tmp_path, monkeypatch):
+    """A real (small) run with SmolLM2 on two surfaces and four requests, into a scratch folder."""
+    monkeypatch.setenv("CPBOOK_CACHE", str(tmp_path / "cache"))
+    items = [it for it in refusal.refusal_data.eval_set()["items"] if it["id"] in
+             ("pol-001", "pol-002", "ord-001", "ord-002")]
+    monkeypatch.setattr(refusal.refusal_data, "eval_set", lambda: {"version": 1, "items": items})
+    r = refusal.RefusalRun("smollm2-135m-instruct", ("en", "pig_latin"), max_new_tokens=6)
+    table = refusal.run(r, out_dir=tmp_path / "out", progress=False)
+    assert len(table) == 8 and set(table["surface"]) == {"en", "pig_latin"}
+    assert table["loglik_refusal"].lt(0).all() and (table["tokens_refusal"] > 5).all()
+    stored, record = refusal.load_results("smollm2-135m-instruct", tmp_path / "out")
+    assert len(stored) == 8 and record["run"]["surfaces"] == ["en", "pig_latin"]
+    monkeypatch.setattr(models, "load", lambda *a, **k: pytest.fail("resumed work was done again"))
+    again = refusal.run(r, out_dir=tmp_path / "out", progress=False)
+    pd.testing.assert_frame_equal(again, table)
+
+
+# --- the stored runs ------------------------------------------------------------------------------
+
+STORED = sorted(p.name[:-len(".json")] for p in refusal.RESULTS.glob("*.json") if not p.name.endswith(".tuning.json"))
+
+
+@pytest.mark.parametrize("model", STORED)
+def test_stored_runs_are_complete_and_consistent(model):
+    table, record = refusal.load_results(model)
+    assert record["model"] == model
+    assert record["commit"] != "unknown" and not record["commit"].endswith("+dirty"), record["commit"]
+    assert record["checksum"] and {"torch", "transformers"} <= set(record["versions"])
+    items = refusal.refusal_data.eval_set()["items"]
+    assert len(table) == len(items) * len(record["run"]["surfaces"])
+    assert not table.duplicated(refusal.ROW_KEY).any()
+    assert record["run"]["data"]["refusal"] == refusal.refusal_data.refusal()
+    assert (table["loglik_refusal"] < 0).all() and (table["tokens_refusal"] >= 1).all()
+    kinds = {it["id"]: it["kind"] for it in items}
+    assert (table["kind"] == table["id"].map(kinds)).all()
+
+
+@pytest.mark.parametrize("model", STORED)
+def test_a_random_sample_of_stored_rows_recomputes(model):
+    """CI's agreement check, for every stored model that loads here without installing or tuning
+    anything (SmolLM2 in CI)."""
+    if not models.ready(model):
+        pytest.skip(f"{model} is not installed or not tuned on this machine")
+    seed = int(os.environ.get("CPBOOK_SAMPLE_SEED", np.random.SeedSequence().entropy % 2**32))
+    stored, record = refusal.load_results(model)
+    cmp = refusal.recompute_rows(stored, record, 8, np.random.default_rng(seed))
+    where = f"(CPBOOK_SAMPLE_SEED={seed})"
+    assert len(cmp) == 8
+    assert (cmp["continuation_stored"] == cmp["continuation_now"]).all(), where
+    assert ((cmp["loglik_refusal_stored"] - cmp["loglik_refusal_now"]).abs() < 1e-3).all(), where
