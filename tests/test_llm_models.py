@@ -12,7 +12,7 @@ def test_registry_has_the_offline_defaults_and_the_papers_models():
     assert {"llama-7b", "alpaca-7b", "vicuna-7b", "opt-1.3b", "opt-iml-1.3b", "llama-2-7b",
             "codellama-7b"} <= set(M.REGISTRY)
     kinds = {s.kind for s in M.REGISTRY.values()}
-    assert kinds == {"base", "instruction-tuned", "code"}
+    assert kinds == {"base", "instruction-tuned", "code", "refusal-tuned"}
     for spec in M.REGISTRY.values():
         if isinstance(spec.source, M.PyPISource):
             assert len(spec.source.sha256) == 64
