@@ -104,14 +104,17 @@ class InContextRegressor(nn.Module):
         if xs.shape[1] > self.n_points:
             raise ValueError(f"prompt has {xs.shape[1]} pairs; the model was built for at most {self.n_points}")
         tokens = interleave(xs, ys)
-        return self._read(tokens, torch.arange(tokens.shape[1], device=tokens.device))[:, ::2]
+        h = self._hidden(tokens, self.position.weight[: tokens.shape[1]])
+        return self.read_out(h[:, ::2])[..., 0]
 
-    def _read(self, tokens: torch.Tensor, position: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-        """The read-out at every token, given each token's position (and who may attend to whom)."""
-        h = self.read_in(tokens) + self.position(position)
+    def _hidden(self, tokens: torch.Tensor, position: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """The final (normalised) hidden state of every token, given each token's position
+        embedding (and, with `mask`, who may attend to whom instead of causal attention).
+        `forward` must stay exactly as it was trained: read-out only at the x tokens."""
+        h = self.read_in(tokens) + position
         for block in self.blocks:
             h = block(h, mask)
-        return self.read_out(self.ln_f(h))[..., 0]
+        return self.ln_f(h)
 
     def predict_queries(self, xs: torch.Tensor, ys: torch.Tensor, queries: torch.Tensor) -> torch.Tensor:
         """Predictions (B, K - 1, Q): entry [b, k - 1, q] is what the model predicts for query
@@ -134,7 +137,7 @@ class InContextRegressor(nn.Module):
         mask[:C, :C] = torch.ones(C, C, dtype=torch.bool, device=xs.device).tril()
         mask[C:, :C] = torch.arange(C, device=xs.device)[None, :] < 2 * ks[:, None]   # the first k pairs
         mask[C:, C:] = torch.eye(T - C, dtype=torch.bool, device=xs.device)            # and itself
-        return self._read(tokens, position, mask)[:, C:].reshape(B, K - 1, Q)
+        return self.read_out(self._hidden(tokens, self.position.weight[position], mask)[:, C:])[..., 0].reshape(B, K - 1, Q)
 
     def n_params(self) -> int:
         return sum(p.numel() for p in self.parameters())
