@@ -252,6 +252,14 @@ def load_tensors(path: Path) -> dict:
     return load_file(str(path))
 
 
+def sha256_bytes(chunks) -> str:
+    """The SHA-256 (hex) of the concatenation of an iterable of byte strings."""
+    h = hashlib.sha256()
+    for chunk in chunks:
+        h.update(chunk)
+    return h.hexdigest()
+
+
 def sha256_file(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:

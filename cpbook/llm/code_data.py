@@ -12,12 +12,13 @@ a machine with another Python tunes, and records, a model of its own.
 """
 from __future__ import annotations
 
-import hashlib
 import sysconfig
 from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
+
+from cpbook import cache
 
 # Plain modules present as single files in every Python from 3.10 to 3.13.
 MODULES = ("argparse", "base64", "bisect", "calendar", "colorsys", "configparser", "contextlib", "copy",
@@ -73,11 +74,9 @@ def chunks() -> tuple[tuple[str, str], ...]:
 
 def version() -> dict:
     """What identifies the data: the chunking version and the SHA-256 of the text read."""
-    digest = hashlib.sha256()
-    for name, text in sources():
-        digest.update(name.encode() + b"\0" + text.encode() + b"\0")
+    digest = cache.sha256_bytes(name.encode() + b"\0" + text.encode() + b"\0" for name, text in sources())
     return {"code_data_version": DATA_VERSION, "python": sysconfig.get_python_version(),
-            "sources_sha256": digest.hexdigest(), "chunks": len(chunks())}
+            "sources_sha256": digest, "chunks": len(chunks())}
 
 
 def example(seed: int, index: int) -> dict:

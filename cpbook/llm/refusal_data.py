@@ -12,12 +12,13 @@ stays the same whatever language the user writes in.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
+
+from cpbook import cache
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 TRAIN_FILE, EVAL_FILE = DATA / "refusal_train.json", DATA / "refusal_eval.json"
@@ -51,7 +52,7 @@ def prompt(request: str) -> str:
 
 def version() -> dict:
     return {"refusal_data_version": DATA_VERSION, "policy_share": POLICY_SHARE,
-            "train_sha256": hashlib.sha256(TRAIN_FILE.read_bytes()).hexdigest()}
+            "train_sha256": cache.sha256_file(TRAIN_FILE)}
 
 
 def example(seed: int, index: int) -> dict:
