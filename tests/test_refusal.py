@@ -7,6 +7,7 @@ import pytest
 
 from cpbook.llm import models, refusal
 from cpbook.params import ParameterError
+from conftest import make_tiny
 
 
 @pytest.mark.parametrize("text, declines", [
@@ -72,7 +73,10 @@ def test_chapter_7_parameters_are_checked_before_any_work(values, match, no_load
 
 
 def test_a_run_decodes_every_surface_stores_it_and_resumes(tmp_path, monkeypatch):
-    """A real (small) run with SmolLM2 on two surfaces and four requests, into a scratch folder."""
+    """A small run on a tiny random model (the real models are checked against the stored rows
+    below): two surfaces and four requests, into a scratch folder."""
+    tiny = make_tiny()
+    monkeypatch.setattr(models, "load", lambda name: tiny)
     monkeypatch.setenv("CPBOOK_CACHE", str(tmp_path / "cache"))
     items = [it for it in refusal.refusal_data.eval_set()["items"] if it["id"] in
              ("pol-001", "pol-002", "ord-001", "ord-002")]
@@ -80,7 +84,8 @@ def test_a_run_decodes_every_surface_stores_it_and_resumes(tmp_path, monkeypatch
     r = refusal.RefusalRun("smollm2-135m-instruct", ("en", "pig_latin"), max_new_tokens=6)
     table = refusal.run(r, out_dir=tmp_path / "out", progress=False)
     assert len(table) == 8 and set(table["surface"]) == {"en", "pig_latin"}
-    assert table["loglik_refusal"].lt(0).all() and (table["tokens_refusal"] > 5).all()
+    assert table["loglik_refusal"].lt(0).all() and (table["tokens_refusal"] >= 1).all()
+    assert (table["refused"] == table["continuation"].map(refusal.is_refusal)).all()
     stored, record = refusal.load_results("smollm2-135m-instruct", tmp_path / "out")
     assert len(stored) == 8 and record["run"]["surfaces"] == ["en", "pig_latin"]
     monkeypatch.setattr(models, "load", lambda *a, **k: pytest.fail("resumed work was done again"))

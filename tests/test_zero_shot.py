@@ -7,6 +7,7 @@ import pytest
 
 from cpbook.llm import models, paired, zero_shot as Z
 from cpbook.params import ParameterError
+from conftest import make_tiny
 
 STORED = sorted(p.name[:-len(".json")] for p in Z.RESULTS.glob("*.json") if not p.name.endswith(".tuning.json"))
 
@@ -57,7 +58,10 @@ def test_chapter_6_parameters_are_checked_before_any_work(values, match, no_load
 
 
 def test_a_run_scores_every_option_stores_it_and_resumes(tmp_path, monkeypatch):
-    """A real (small) run with SmolLM2: three NLI items in two languages, into a scratch folder."""
+    """A small run on a tiny random model (the real models are checked against the stored rows
+    below): three NLI items in two languages, into a scratch folder."""
+    tiny = make_tiny()
+    monkeypatch.setattr(models, "load", lambda name: tiny)
     monkeypatch.setenv("CPBOOK_CACHE", str(tmp_path / "cache"))
     data = Z.dataset("nli")
     small = {**data, "items": data["items"][:3]}
