@@ -132,6 +132,22 @@ def specs(cls, optional: bool = False) -> dict[str, Param]:
     return out
 
 
+def add_options(parser, cls) -> None:
+    """One command-line option per declared parameter of `cls` (--batch-size for batch_size),
+    with its type, its default and what it allows in the help."""
+    for name, spec in specs(cls).items():
+        parser.add_argument(f"--{name.replace('_', '-')}", type=spec.kind, default=getattr(cls, name),
+                            help=f"{spec.doc}; {spec.allowed()} (default: %(default)s)")
+
+
+def named(parameter: str, check, value):
+    """check(value), with a ValueError turned into a ParameterError naming the parameter."""
+    try:
+        return check(value)
+    except ValueError as err:
+        raise ParameterError(f"parameter '{parameter}' = {value!r}: {err}") from None
+
+
 def validate(obj):
     """Check every declared parameter of a dataclass instance; returns it unchanged."""
     for name, spec in specs(type(obj)).items():

@@ -18,7 +18,7 @@ from __future__ import annotations
 import pandas as pd
 
 from cpbook import results as stored_results
-from cpbook.params import ParameterError
+from cpbook.params import named
 from cpbook.llm import experiment, models, prompts
 from cpbook.llm.score import prefix_match
 from cpbook.stats import LEVEL_FIGURES, mean_interval, pivot_unique, require_unique, wilson_interval
@@ -242,17 +242,7 @@ def check_chapter(base: str, tuned: str, cross_family, reference: str = "en",
     """Chapter 5's parameters checked against the registry, the surface forms and the stored
     prompt sets (which files exist; none is read); returns the models it names. `cpbook run`
     calls it before a kernel starts."""
-    def named(parameter, check, value):
-        try:
-            return check(value)
-        except ValueError as err:
-            raise ParameterError(f"parameter '{parameter}' = {value!r}: {err}") from None
-
-    names = [base, tuned, *cross_family]
-    for parameter, name in [("base", base), ("tuned", tuned), *(("cross_family", n) for n in cross_family)]:
-        named(parameter, models.check_model, name)
-    if len(set(names)) != len(names):
-        raise ParameterError(f"parameters 'base', 'tuned' and 'cross_family' name a model twice: {names}")
+    names = models.check_roles({"base": [base], "tuned": [tuned], "cross_family": list(cross_family)})
     named("reference", prompts.check_surface, reference)
     for n in [n_demos, *demo_counts]:
         prompts.PARAMS["n_demos"].check(n)

@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 
 from cpbook import cache, results
 from cpbook.llm import models, prompts, score
-from cpbook.params import param, param_like, specs, validate
+from cpbook.params import add_options, param, param_like, validate
 from cpbook.provenance import committed_provenance
 
 RESULTS = Path(__file__).resolve().parents[2] / "book" / "results" / "icl"
@@ -260,9 +260,7 @@ def main(argv=None) -> None:
                                              "store the rows under book/results/icl/.")
     ap.add_argument("model", help=f"one of: {', '.join(models.REGISTRY)}")
     ap.add_argument("--surfaces", nargs="+", default=list(ALL_SURFACES))
-    for name, spec in specs(ICLRun).items():       # one option per declared parameter
-        ap.add_argument(f"--{name.replace('_', '-')}", type=spec.kind, default=getattr(ICLRun, name),
-                        help=f"{spec.doc}; {spec.allowed()} (default: %(default)s)")
+    add_options(ap, ICLRun)
     a = vars(ap.parse_args(argv))
     run = ICLRun(a.pop("model"), tuple(a.pop("surfaces")), **a)
     table = run_icl(run)

@@ -57,6 +57,11 @@ KINDS = ("math", "blank_first", "blank_word", "count_words", "last_word", "large
 DATA_VERSION = 2
 
 
+def version() -> int:
+    """What identifies the data (part of the tuned model's cache key)."""
+    return DATA_VERSION
+
+
 def sentence(rng: np.random.Generator) -> str:
     return (f"{SUBJECTS[rng.integers(len(SUBJECTS))]} {PREDICATES[rng.integers(len(PREDICATES))]} "
             f"{ENDINGS[rng.integers(len(ENDINGS))]}.")

@@ -33,6 +33,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from cpbook import cache
 from cpbook.llm import tune
+from cpbook.params import ParameterError, named
 
 ALLOW_HUB_ENV = "CPBOOK_ALLOW_HUB"
 
@@ -222,6 +223,19 @@ def check_model(name: str) -> ModelSpec:
     if name not in REGISTRY:
         raise ValueError(f"unknown model {name!r}; available: {', '.join(REGISTRY)}")
     return REGISTRY[name]
+
+
+def check_roles(roles: dict[str, list[str]]) -> list[str]:
+    """Every model a chapter names, by parameter ({"base": [...], "tuned": [...], ...}), checked
+    against the registry (the error names the parameter), and none named twice; returns them."""
+    names = [name for given in roles.values() for name in given]
+    for parameter, given in roles.items():
+        for name in given:
+            named(parameter, check_model, name)
+    if len(set(names)) != len(names):
+        quoted = [f"'{p}'" for p in roles]
+        raise ParameterError(f"parameters {', '.join(quoted[:-1])} and {quoted[-1]} name a model twice: {names}")
+    return names
 
 
 def register(spec: ModelSpec) -> ModelSpec:

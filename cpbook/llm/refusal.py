@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 
 from cpbook import cache
 from cpbook.llm import experiment, models, paired, refusal_data, score, stored, transforms
-from cpbook.params import ParameterError, param, specs, validate
+from cpbook.params import ParameterError, add_options, named, param, validate
 from cpbook.provenance import committed_provenance
 from cpbook.stats import LEVEL_FIGURES, proportion_difference, wilson_interval
 
@@ -154,12 +154,6 @@ def command(model: str) -> str:
     return f"python -m cpbook.llm.refusal {model}"
 
 
-def read_rows(path: Path) -> pd.DataFrame:
-    df = pd.read_csv(path, keep_default_na=False)
-    df["continuation"] = df["continuation"].astype(str)
-    return df
-
-
 def run(r: RefusalRun, out_dir: Path = RESULTS, progress: bool = True) -> pd.DataFrame:
     """Decode every held-out request in every surface form and store the rows
     (out_dir/<model>.csv + .json); surfaces are cached as they finish, so a run resumes."""
@@ -175,14 +169,14 @@ def run(r: RefusalRun, out_dir: Path = RESULTS, progress: bool = True) -> pd.Dat
         for surface in tqdm(todo, desc=f"decoding {r.model}", disable=not progress):
             part = score_rows(model, tokenizer, prompt_table(surface), r.max_new_tokens, r.batch_size, r.bos)
             cache.write_text(work / f"{surface}.csv", part.to_csv(index=False), checked=True)
-    table = pd.concat([read_rows(work / f"{s}.csv") for s in r.surfaces], ignore_index=True)
+    table = pd.concat([stored.read_rows(work / f"{s}.csv") for s in r.surfaces], ignore_index=True)
     stored.store(out_dir, r.model, r.model, table, {**asdict(r), "data": data}, origin, time.time() - t0)
     return table
 
 
 def load_results(model: str, results_dir: Path = RESULTS) -> tuple[pd.DataFrame, dict]:
     models.check_model(model)
-    table, record = stored.load(results_dir, model, COLUMNS, command(model), read=read_rows)
+    table, record = stored.load(results_dir, model, COLUMNS, command(model))
     # the verdicts of the classifier as it is now (the stored column is the one at scoring time)
     return table.assign(refused=table["continuation"].map(is_refusal)), record
 
@@ -203,18 +197,7 @@ def recompute_rows(stored_rows: pd.DataFrame, record: dict, n: int, rng) -> pd.D
 def check_chapter(base: str, tuned, cross_family, surfaces, reference: str) -> list[str]:
     """Chapter 7's parameters against the registry, the surfaces and the stored runs (which files
     exist; none is read), before any work; returns the models it names."""
-    def named(parameter, check, value):
-        try:
-            return check(value)
-        except ValueError as err:
-            raise ParameterError(f"parameter '{parameter}' = {value!r}: {err}") from None
-
-    names = [base, *tuned, *cross_family]
-    for parameter, name in [("base", base), *(("tuned", n) for n in tuned),
-                            *(("cross_family", n) for n in cross_family)]:
-        named(parameter, models.check_model, name)
-    if len(set(names)) != len(names):
-        raise ParameterError(f"parameters 'base', 'tuned' and 'cross_family' name a model twice: {names}")
+    names = models.check_roles({"base": [base], "tuned": list(tuned), "cross_family": list(cross_family)})
     for s in surfaces:
         named("surfaces", check_surface, s)
     if reference not in surfaces:
@@ -324,9 +307,7 @@ def main(argv=None) -> None:
                                              "and store the rows under book/results/refusal/.")
     ap.add_argument("model", help=f"one of: {', '.join(models.REGISTRY)}")
     ap.add_argument("--surfaces", nargs="+", default=list(SURFACES))
-    for name, spec in specs(RefusalRun).items():
-        ap.add_argument(f"--{name.replace('_', '-')}", type=spec.kind, default=getattr(RefusalRun, name),
-                        help=f"{spec.doc}; {spec.allowed()} (default: %(default)s)")
+    add_options(ap, RefusalRun)
     a = vars(ap.parse_args(argv))
     try:
         r = RefusalRun(a.pop("model"), tuple(a.pop("surfaces")), **a).resolved()

@@ -37,8 +37,16 @@ def store(folder: Path, stem: str, model: str, table: pd.DataFrame, run: dict, o
         experiment.save_tuning_record(model, folder)
 
 
-def load(folder: Path, stem: str, columns: list[str], command: str, read=pd.read_csv
-         ) -> tuple[pd.DataFrame, dict]:
+def read_rows(path: Path) -> pd.DataFrame:
+    """Stored rows; a continuation may be empty or the text "NaN", so no text is read as missing
+    (numeric columns still parse as numbers)."""
+    df = pd.read_csv(path, keep_default_na=False)
+    if "continuation" in df:
+        df["continuation"] = df["continuation"].astype(str)
+    return df
+
+
+def load(folder: Path, stem: str, columns: list[str], command: str) -> tuple[pd.DataFrame, dict]:
     """The stored rows and record of `stem`; FileNotFoundError with `command` (the one that
     computes them) when missing, results.StoredResultError when damaged."""
     csv, meta = files(folder, stem)
@@ -46,7 +54,7 @@ def load(folder: Path, stem: str, columns: list[str], command: str, read=pd.read
         raise FileNotFoundError(f"no stored results {csv.name} in {Path(folder).name}/; compute them with\n"
                                 f"    {command}")
     record = results.read_json(meta)
-    table = read(results.check(csv))
+    table = read_rows(results.check(csv))
     results.require_columns(table, columns, csv)
     if len(table) != record["rows"]:
         raise results.StoredResultError(f"stored result {csv} holds {len(table)} rows, its record "

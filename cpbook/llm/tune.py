@@ -103,7 +103,7 @@ def cache_config(cfg: TuneConfig, base_checksum: dict) -> dict:
 
 def data_version(data: str) -> int | dict:
     """What identifies a tuning set's text: a version number, and a hash of the files it reads."""
-    return instruct_data.DATA_VERSION if data == "instructions" else DATA[data].version()
+    return DATA[data].version()
 
 
 # --- the model --------------------------------------------------------------------------------

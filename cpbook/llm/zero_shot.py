@@ -32,7 +32,7 @@ from tqdm.auto import tqdm
 
 from cpbook import cache
 from cpbook.llm import experiment, models, paired, score, stored
-from cpbook.params import ParameterError, param, specs, validate
+from cpbook.params import ParameterError, add_options, named, param, validate
 from cpbook.provenance import committed_provenance
 from cpbook.stats import LEVEL_FIGURES
 
@@ -193,24 +193,16 @@ def run(r: ZeroShotRun, out_dir: Path = RESULTS, progress: bool = True) -> pd.Da
         for language in tqdm(todo, desc=f"scoring {r.model} on {r.task}", disable=not progress):
             part = score_rows(model, tokenizer, prompt_table(r.task, language), r.task, r.batch_size, r.bos)
             cache.write_text(work / f"{language}.csv", part.to_csv(index=False), checked=True)
-    table = pd.concat([read_rows(work / f"{lang}.csv") for lang in r.languages], ignore_index=True)
+    table = pd.concat([stored.read_rows(work / f"{lang}.csv") for lang in r.languages], ignore_index=True)
     stored.store(out_dir, stem(r.model, r.task), r.model, table, {**asdict(r), "data_version":
                  dataset(r.task)["version"]}, origin, time.time() - t0)
     return table
 
 
-def read_rows(path: Path) -> pd.DataFrame:
-    # a continuation may be empty or the text "NaN": only numeric columns hold missing values
-    df = pd.read_csv(path, keep_default_na=False)
-    if "continuation" in df:
-        df["continuation"] = df["continuation"].astype(str)
-    return df
-
-
 def load_results(model: str, task: str, results_dir: Path = RESULTS) -> tuple[pd.DataFrame, dict]:
     models.check_model(model)
     check_task(task)
-    return stored.load(results_dir, stem(model, task), columns(task), command(model, task), read=read_rows)
+    return stored.load(results_dir, stem(model, task), columns(task), command(model, task))
 
 
 def recompute_rows(stored_rows: pd.DataFrame, record: dict, n: int, rng) -> pd.DataFrame:
@@ -228,26 +220,14 @@ def recompute_rows(stored_rows: pd.DataFrame, record: dict, n: int, rng) -> pd.D
 
 # --- chapter 6 ----------------------------------------------------------------------------------
 
-def _named(parameter: str, check, value):
-    try:
-        return check(value)
-    except ValueError as err:
-        raise ParameterError(f"parameter '{parameter}' = {value!r}: {err}") from None
-
-
 def check_chapter(base: str, tuned, cross_family, tasks, languages, reference: str) -> list[str]:
     """Chapter 6's parameters against the registry, the tasks, the languages and the stored
     results (which files exist; none is read), before any work; returns the models it names."""
-    names = [base, *tuned, *cross_family]
-    for parameter, name in [("base", base), *(("tuned", n) for n in tuned),
-                            *(("cross_family", n) for n in cross_family)]:
-        _named(parameter, models.check_model, name)
-    if len(set(names)) != len(names):
-        raise ParameterError(f"parameters 'base', 'tuned' and 'cross_family' name a model twice: {names}")
+    names = models.check_roles({"base": [base], "tuned": list(tuned), "cross_family": list(cross_family)})
     for t in tasks:
-        _named("tasks", check_task, t)
+        named("tasks", check_task, t)
     for lang in languages:
-        _named("languages", check_language, lang)
+        named("languages", check_language, lang)
     if reference not in languages:
         raise ParameterError(f"parameter 'reference' = {reference!r} is not among 'languages' = {list(languages)}")
     for name in names:
@@ -376,9 +356,7 @@ def main(argv=None) -> None:
     ap.add_argument("model", help=f"one of: {', '.join(models.REGISTRY)}")
     ap.add_argument("--task", choices=TASKS, default="nli")
     ap.add_argument("--languages", nargs="+", default=list(LANGUAGES))
-    for name, spec in specs(ZeroShotRun).items():
-        ap.add_argument(f"--{name.replace('_', '-')}", type=spec.kind, default=getattr(ZeroShotRun, name),
-                        help=f"{spec.doc}; {spec.allowed()} (default: %(default)s)")
+    add_options(ap, ZeroShotRun)
     a = vars(ap.parse_args(argv))
     try:
         r = ZeroShotRun(a.pop("model"), a.pop("task"), tuple(a.pop("languages")), **a).resolved()
