@@ -9,14 +9,25 @@ teaches is "when the input is an instruction, carry it out".
 The sentences are built from the word lists below, not taken from `data/sentences.tsv`, so the
 chapter's ICL prompts never reuse a training sentence. The arithmetic phrasings include the
 chapter's "What is A plus B?", as any general instruction set would; the chapter says so.
-Everything is English: the language gap the chapter measures is the one between the tuning
-language and the others.
+Chapter 5's tuned model learns from English alone: the language gap it measures is the one
+between the tuning language and the others. Chapter 8 tests the prediction that follows: the
+same instructions in English, French and Spanish (`MULTILINGUAL`; the French and Spanish word
+lists and phrasings are authored in `data/instructions_fr_es.json`, entry for entry like the
+English) should spread the suppression to French and Spanish.
 """
 from __future__ import annotations
 
+import json
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
 import numpy as np
 
+from cpbook import cache
 from cpbook.llm.prompts import OPERATORS
+
+TRANSLATIONS = Path(__file__).resolve().parents[1] / "data" / "instructions_fr_es.json"
 
 SUBJECTS = ["The old farmer", "My sister", "A small dog", "Our teacher", "The young pilot",
             "His grandmother", "The tired nurse", "A quiet student", "Their neighbour", "The baker",
@@ -62,57 +73,106 @@ def version() -> int:
     return DATA_VERSION
 
 
-def sentence(rng: np.random.Generator) -> str:
-    return (f"{SUBJECTS[rng.integers(len(SUBJECTS))]} {PREDICATES[rng.integers(len(PREDICATES))]} "
-            f"{ENDINGS[rng.integers(len(ENDINGS))]}.")
+# The English material in the shape of the authored translations (`material`).
+ENGLISH = {
+    "subjects": SUBJECTS, "predicates": PREDICATES, "endings": ENDINGS, "math": MATH_PHRASES,
+    "kinds": {"blank_first": "Fill in the blank: {q}", "blank_word": "Fill in the missing word: {q}",
+              "repeat": "Repeat this sentence: {q}", "upper": "Rewrite this sentence in capital letters: {q}",
+              "lower": "Write this sentence in lower case: {q}", "reverse_words": "Reverse the order of the words: {q}",
+              "count_words": "How many words are in this sentence? {q}",
+              "last_word": "What is the last word of this sentence? {q}",
+              "larger": "Which number is larger, {a} or {b}?",
+              "compare": "Is {a} greater than {b}? Answer yes or no."},
+    "yes": "yes", "no": "no", "formats": FORMATS,
+}
+LANGUAGES = ("en", "fr", "es")
 
 
-def _instruction(kind: str, rng: np.random.Generator) -> tuple[str, str]:
-    """One (instruction, answer) pair of the given kind."""
+@lru_cache(maxsize=None)
+def material(lang: str) -> dict:
+    """Word lists, phrasings and prompt formats of one language."""
+    if lang == "en":
+        return ENGLISH
+    authored = json.loads(TRANSLATIONS.read_text(encoding="utf-8"))
+    if lang not in authored:
+        raise ValueError(f"no instruction material in {lang!r}; available: {', '.join(LANGUAGES)}")
+    m = authored[lang]
+    return {**m, "formats": {name: tuple(f) for name, f in m["formats"].items()}}
+
+
+def sentence(rng: np.random.Generator, m: dict = ENGLISH) -> str:
+    return (f"{m['subjects'][rng.integers(len(m['subjects']))]} {m['predicates'][rng.integers(len(m['predicates']))]} "
+            f"{m['endings'][rng.integers(len(m['endings']))]}.")
+
+
+def _instruction(kind: str, rng: np.random.Generator, m: dict = ENGLISH) -> tuple[str, str]:
+    """One (instruction, answer) pair of the given kind, in the language of material `m`."""
+    say = m["kinds"]
     if kind == "math":
         op = list(OPERATORS)[rng.integers(len(OPERATORS))]
         a, b = (int(x) for x in rng.integers(2, 31, size=2))
-        phrase = MATH_PHRASES[op][rng.integers(len(MATH_PHRASES[op]))]
+        phrase = m["math"][op][rng.integers(len(m["math"][op]))]
         return phrase.format(a=a, b=b), str(OPERATORS[op](a, b))
-    s = sentence(rng)
+    s = sentence(rng, m)
     words = s.rstrip(".").split()
     if kind == "blank_first":
-        return f"Fill in the blank: ___ {' '.join(s.split()[1:])}", words[0]
+        return say[kind].format(q=f"___ {' '.join(s.split()[1:])}"), words[0]
     if kind == "blank_word":
         i = int(rng.integers(1, len(words)))
         blanked = s.split()
         blanked[i] = "___" + ("." if blanked[i].endswith(".") else "")
-        return f"Fill in the missing word: {' '.join(blanked)}", words[i]
+        return say[kind].format(q=" ".join(blanked)), words[i]
     if kind == "repeat":
-        return f"Repeat this sentence: {s}", s
+        return say[kind].format(q=s), s
     if kind == "upper":
-        return f"Rewrite this sentence in capital letters: {s}", s.upper()
+        return say[kind].format(q=s), s.upper()
     if kind == "lower":
-        return f"Write this sentence in lower case: {s}", s.lower()
+        return say[kind].format(q=s), s.lower()
     if kind == "reverse_words":
-        return f"Reverse the order of the words: {s.rstrip('.')}", " ".join(reversed(words))
+        return say[kind].format(q=s.rstrip(".")), " ".join(reversed(words))
     if kind == "count_words":
-        return f"How many words are in this sentence? {s}", str(len(words))
+        return say[kind].format(q=s), str(len(words))
     if kind == "last_word":
-        return f"What is the last word of this sentence? {s}", words[-1]
+        return say[kind].format(q=s), words[-1]
     a, b = (int(x) for x in rng.choice(np.arange(1, 100), size=2, replace=False))
     if kind == "larger":
-        return f"Which number is larger, {a} or {b}?", str(max(a, b))
+        return say[kind].format(a=a, b=b), str(max(a, b))
     if kind == "compare":
-        return f"Is {a} greater than {b}? Answer yes or no.", "yes" if a > b else "no"
+        return say[kind].format(a=a, b=b), m["yes"] if a > b else m["no"]
     raise ValueError(f"unknown instruction kind {kind!r}; available: {', '.join(KINDS)}")
 
 
-def example(seed: int, index: int) -> dict:
-    """Example `index` of the stream named by `seed`: the same pair always gives the same text."""
+def example(seed: int, index: int, lang: str = "en") -> dict:
+    """Example `index` of the stream named by `seed`: the same pair always gives the same text.
+    The random draws do not depend on the language: example i in French is example i in English,
+    translated."""
+    m = material(lang)
     rng = np.random.default_rng([seed, index])
     kind = KINDS[rng.integers(len(KINDS))]
     fmt = list(FORMATS)[rng.integers(len(FORMATS))]
-    q, answer = _instruction(kind, rng)
-    template, lead = FORMATS[fmt]
-    return {"kind": kind, "format": fmt, "instruction": q, "prompt": template.format(q=q),
+    q, answer = _instruction(kind, rng, m)
+    template, lead = m["formats"][fmt]
+    return {"kind": kind, "format": fmt, "language": lang, "instruction": q, "prompt": template.format(q=q),
             "answer": lead + answer}
 
 
 def examples(seed: int, start: int, n: int) -> list[dict]:
     return [example(seed, i) for i in range(start, start + n)]
+
+
+@dataclass(frozen=True)
+class Multilingual:
+    """The instruction stream in several languages, taken in turn (example i is in
+    languages[i % len(languages)]), so every batch is close to balanced and each language gets
+    the same kinds and formats. A tuning set like the module itself: `examples` and `version`."""
+    languages: tuple[str, ...]
+
+    def examples(self, seed: int, start: int, n: int) -> list[dict]:
+        return [example(seed, i, self.languages[i % len(self.languages)]) for i in range(start, start + n)]
+
+    def version(self) -> dict:
+        return {"instruct_data_version": DATA_VERSION, "languages": list(self.languages),
+                "translations_sha256": cache.sha256_file(TRANSLATIONS)}
+
+
+MULTILINGUAL = Multilingual(LANGUAGES)   # chapter 8: English + French + Spanish

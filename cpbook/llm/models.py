@@ -214,6 +214,9 @@ for _spec in [
     *[_tuned(f"gemma-3-270m-instruct-lr{lr:.0e}".replace("e-0", "e-"), "gemma-3-270m",
              f"gemma-3-270m LoRA-tuned here on English-only instructions at lr {lr:g} (chapter 8's dose)", lr=lr)
       for lr in INSTRUCT_DOSES],
+    _tuned("gemma-3-270m-instruct-en-fr-es", "gemma-3-270m",
+           "gemma-3-270m LoRA-tuned here on the same instructions in English, French and Spanish (chapter 8)",
+           data="instructions-en-fr-es"),
     _tuned("gemma-3-270m-refusal", "gemma-3-270m",
            "gemma-3-270m LoRA-tuned here in English to decline cooking requests (chapter 7's recipe)",
            kind="refusal-tuned", **REFUSAL_RECIPE),

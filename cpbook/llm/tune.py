@@ -2,9 +2,9 @@
 
 No package ships a base model together with its own tuned siblings, so the book makes them from
 Gemma-3-270M, each on one data set (`TuneConfig.data`, the streams in `DATA`): the English
-instructions of `instruct_data` (chapter 5), Python standard-library source from `code_data`
-(chapter 6) and the refusal policy of `refusal_data` (chapter 7). The recipe is LoRA
-(Hu et al. 2021), through the `peft` library: every targeted linear layer W keeps its pretrained
+instructions of `instruct_data` (chapter 5; chapter 8 also in French and Spanish), Python
+standard-library source from `code_data` (chapter 6) and the refusal policy of `refusal_data`
+(chapter 7). The recipe is LoRA (Hu et al. 2021), through the `peft` library: every targeted linear layer W keeps its pretrained
 weights and learns a low-rank update, W' = W + (alpha / r) B A, with B starting at zero so step 0
 is the base model. On this CPU LoRA costs about what the forward and backward passes cost; full
 fine-tuning measured 9.5 s a step with frozen embeddings and needs AdamW state for 100M weights.
@@ -49,6 +49,7 @@ KIND = "llm-tuned"   # the cache kind of tuned models
 # What a model can be tuned on: each module gives `examples(seed, start, n)`, a stream of
 # {"prompt", "answer"} dicts (with "eos": False where no end-of-sequence token follows the answer).
 DATA = {"instructions": instruct_data,    # chapter 5: English instructions
+        "instructions-en-fr-es": instruct_data.MULTILINGUAL,   # chapter 8: the same in three languages
         "python-stdlib": code_data,       # chapter 6: Python source, the code sibling
         "refusal": refusal_data}          # chapter 7: decline the policy's requests, answer the rest
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}

@@ -1,0 +1,65 @@
+"""The generated instruction data of chapters 5 and 8: the English stream is pinned (a tuned
+model's cache key names it by version, so its text must not change silently) and the French and
+Spanish material is a complete, translated copy of the English."""
+import hashlib
+import json
+import re
+
+import pytest
+
+from cpbook.llm import instruct_data as D
+
+# SHA-256 of the first 3,000 English examples (prompt and answer) of stream 0: the text
+# gemma-3-270m-instruct was tuned on. Changing it means bumping DATA_VERSION.
+ENGLISH_STREAM_SHA256 = "a529197becab2d5855b1e7cba9ccc5aeda1b3dc42378c9f5ff13f540f55cf856"
+
+
+def _placeholders(text):
+    return sorted(re.findall(r"\{\w+\}", text))
+
+
+def test_the_english_stream_is_the_one_the_tuned_model_learned_from():
+    pairs = [{k: v for k, v in e.items() if k != "language"} for e in D.examples(0, 0, 3000)]
+    digest = hashlib.sha256(json.dumps(pairs).encode()).hexdigest()
+    assert digest == ENGLISH_STREAM_SHA256, "the English instructions changed: bump DATA_VERSION"
+
+
+@pytest.mark.parametrize("lang", ["fr", "es"])
+def test_translations_match_the_english_entry_for_entry(lang):
+    en, m = D.material("en"), D.material(lang)
+    for key in ("subjects", "predicates", "endings"):
+        assert len(m[key]) == len(en[key]), key
+        assert len(set(m[key])) == len(m[key]), key
+        assert all(w.strip() == w and w for w in m[key])
+    assert set(m["math"]) == set(en["math"])
+    for op, phrases in m["math"].items():
+        assert len(phrases) == len(en["math"][op])
+        assert all(_placeholders(p) == ["{a}", "{b}"] for p in phrases)
+    assert set(m["kinds"]) == set(en["kinds"]) == set(D.KINDS) - {"math"}
+    for kind, text in m["kinds"].items():
+        assert _placeholders(text) == _placeholders(en["kinds"][kind]), kind
+        assert text != en["kinds"][kind], f"{kind} is not translated"
+    assert set(m["formats"]) == set(en["formats"])
+    for name, (template, lead) in m["formats"].items():
+        assert _placeholders(template) == ["{q}"] and lead == en["formats"][name][1]
+    assert m["yes"] != m["no"]
+
+
+def test_an_unknown_language_is_refused():
+    with pytest.raises(ValueError, match="no instruction material in 'de'"):
+        D.material("de")
+
+
+def test_the_multilingual_stream_takes_the_languages_in_turn_with_the_same_draws():
+    batch = D.MULTILINGUAL.examples(0, 0, 300)
+    assert [e["language"] for e in batch[:6]] == ["en", "fr", "es", "en", "fr", "es"]
+    for i, e in enumerate(batch):
+        english = D.example(0, i)
+        assert (e["kind"], e["format"]) == (english["kind"], english["format"])
+        if e["kind"] in ("math", "larger"):    # the same numbers in any language
+            assert e["answer"].strip() == english["answer"].strip()
+        if e["language"] != "en":
+            assert e["prompt"] != english["prompt"]
+    # resuming mid-stream gives the same examples
+    assert D.MULTILINGUAL.examples(0, 150, 10) == batch[150:160]
+    assert D.MULTILINGUAL.version()["languages"] == ["en", "fr", "es"]
