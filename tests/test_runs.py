@@ -6,9 +6,10 @@ from cpbook.synthetic.runs import finetuned, pretrained
 
 
 def tiny(**over):
-    return make_configs("cpu", d=2, n_tasks=2, k_max=4, n_layer=1, n_embd=16, n_head=2, steps=20,
-                        warmup_steps=2, batch_size=8, eval_prompts=10, ft_steps=10, ft_batch_size=8,
-                        monitor_every=5, **over)
+    """A world and model small enough to pretrain and fine-tune in a second; `over` replaces any value."""
+    values = dict(d=2, n_tasks=2, k_max=4, n_layer=1, n_embd=16, n_head=2, steps=20, warmup_steps=2,
+                  batch_size=8, eval_prompts=10, ft_steps=10, ft_batch_size=8, monitor_every=5)
+    return make_configs("cpu", **{**values, **over})
 
 
 def test_finetuning_starts_from_the_cached_model_and_is_cached_itself(tmp_path, monkeypatch):

@@ -6,6 +6,7 @@ Later chapters call the same function with the same config and get the same mode
 """
 from __future__ import annotations
 
+import shutil
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -44,8 +45,8 @@ def pretrain_spec(cfg: SyntheticConfig) -> TrainSpec:
                      checkpoint_every=max(100, cfg.steps // 20))
 
 
-def _load(model: InContextRegressor, folder: Path) -> InContextRegressor:
-    model.load_state_dict(cache.load_tensors(folder / "model.safetensors"))
+def _load(model: InContextRegressor, folder: Path, name: str = "model.safetensors") -> InContextRegressor:
+    model.load_state_dict(cache.load_tensors(folder / name))
     model.eval()
     return model
 
@@ -80,6 +81,19 @@ class Finetuned:
     tasks: torch.Tensor          # the tasks fine-tuning drew from (the pretraining ones unless ft_task_seed >= 0)
     history: list[dict]          # loss entries and held-out "monitor" entries
     run_dir: Path
+    cfg: SyntheticConfig
+
+    @property
+    def snapshot_steps(self) -> list[int]:
+        """The step counts the run saved the model at (every monitored step)."""
+        return sorted(int(p.stem[len("step"):]) for p in self.run_dir.glob("step*.safetensors"))
+
+    def at(self, steps: int) -> InContextRegressor:
+        """The model after `steps` of the run's steps (chapter 8's doses): one of snapshot_steps."""
+        if steps not in self.snapshot_steps:
+            raise ValueError(f"the fine-tuning run saved the model after {self.snapshot_steps} steps "
+                             f"(every 'monitor_every' steps), not after {steps}")
+        return _load(build_model(self.cfg), self.run_dir, f"step{steps}.safetensors")
 
 
 def finetune_tasks(cfg: SyntheticConfig, ft: FinetuneConfig, pretrain_tasks: torch.Tensor) -> torch.Tensor:
@@ -89,10 +103,11 @@ def finetune_tasks(cfg: SyntheticConfig, ft: FinetuneConfig, pretrain_tasks: tor
 
 
 def monitor_errors(cfg: SyntheticConfig, tasks: torch.Tensor, n_prompts: int = 500):
-    """A function model -> mean error / d per k on fixed held-out D_disc and D_cont prompts."""
+    """A function (model, steps done) -> mean error / d per k on fixed held-out D_disc and
+    D_cont prompts."""
     prompts = eval_prompts(tasks, cfg.tau, cfg.sigma, cfg.n_points, n_prompts, cfg.eval_seed + 1)
 
-    def monitor(model):
+    def monitor(model, steps_done: int = 0):
         out = {}
         for name, p in prompts.items():
             err = ((predict(model, p) - p.ys.double()) ** 2).mean(0) / cfg.d
@@ -111,21 +126,38 @@ def finetune_spec(cfg: SyntheticConfig, ft: FinetuneConfig) -> TrainSpec:
 def finetuned(cfg: SyntheticConfig, ft: FinetuneConfig, progress: bool = True) -> Finetuned:
     """The chapter-1 model fine-tuned on D_disc (with `ft_replay` of D_cont) for `ft`: cached.
     The held-out errors monitored during fine-tuning are stored with the model, so what they
-    depend on (monitor_every, and eval_seed, which names the held-out prompts) is in the key."""
+    depend on (monitor_every, and eval_seed, which names the held-out prompts) is in the key.
+    The model is also saved at every monitored step (`Finetuned.at`): chapter 8 reads a run of
+    400 steps as the doses of 25, 50, ... steps. An interrupted run resumes from its checkpoint
+    and keeps the snapshots it had saved."""
     base = pretrained(cfg, progress=progress)
     tasks = finetune_tasks(cfg, ft, base.tasks)
-    key = {"pretrain": cfg.pretrain_key(), "finetune": asdict(ft), "eval_seed": cfg.eval_seed}
+    key = {"pretrain": cfg.pretrain_key(), "finetune": asdict(ft), "eval_seed": cfg.eval_seed,
+           "snapshots": "every monitored step"}
 
     def make(folder: Path) -> dict:
+        work = cache.work_path("finetune", key)
+        work.mkdir(parents=True, exist_ok=True)
+        held_out = monitor_errors(cfg, base.tasks)
+
+        def monitor(m, steps_done: int) -> dict:
+            if steps_done:
+                cache.save_tensors(work / f"step{steps_done}.safetensors", m.state_dict(), checked=True)
+            return held_out(m, steps_done)
+
         model = build_model(cfg)
         model.load_state_dict(base.model.state_dict())     # a copy: the caller may still use base.model
         model.train()
         history = train(model, Prior(tasks=tasks, tau=cfg.tau, alpha=1.0 - ft.ft_replay), finetune_spec(cfg, ft),
-                        run_dir=cache.work_path("finetune", key), progress=progress, desc="fine-tuning on D_disc",
-                        monitor=monitor_errors(cfg, base.tasks), monitor_every=ft.monitor_every)
+                        run_dir=work, progress=progress, desc=f"fine-tuning on D_disc (lr {ft.ft_lr:g})",
+                        monitor=monitor, monitor_every=ft.monitor_every)
         cache.save_tensors(folder / "model.safetensors", model.state_dict())
+        for snapshot in sorted(work.glob("step*.safetensors")):
+            if not cache.intact(snapshot):
+                raise RuntimeError(f"the saved model {snapshot} is damaged: delete {work} and run again")
+            shutil.copyfile(snapshot, folder / snapshot.name)
         return {"history": history, **provenance()}
 
     run = cache.build("finetune", key, make)
     return Finetuned(model=_load(build_model(cfg), run), tasks=tasks, history=cache.read_entry(run)["history"],
-                     run_dir=run)
+                     run_dir=run, cfg=cfg)

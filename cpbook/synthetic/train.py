@@ -40,9 +40,10 @@ def train(model: InContextRegressor, prior: Prior, spec: TrainSpec, run_dir: Pat
 
     With `run_dir`, a checkpoint is written every `spec.checkpoint_every` steps and training
     resumes from it when called again. `stop_after` ends the call early (as an interruption
-    would), leaving the checkpoint behind; it exists for tests. `monitor(model)`, if given, is
-    called before the first step and after every `monitor_every` steps; the dict it returns is
-    recorded in the history under "monitor" (fine-tuning uses it to follow held-out errors).
+    would), leaving the checkpoint behind; it exists for tests. `monitor(model, steps_done)`, if
+    given, is called before the first step and after every `monitor_every` steps; the dict it
+    returns is recorded in the history under "monitor" (fine-tuning uses it to follow held-out
+    errors; chapter 8's dose runs also save the model at chosen steps).
     """
     device = model_device(model)
 
@@ -55,6 +56,6 @@ def train(model: InContextRegressor, prior: Prior, spec: TrainSpec, run_dir: Pat
                        floor_ratio=spec.min_lr_ratio, weight_decay=spec.weight_decay,
                        checkpoint_every=spec.checkpoint_every, record_every=RECORD_EVERY,
                        monitor_every=monitor_every)
-    watch = None if monitor is None else (lambda steps_done: monitor(model))
+    watch = None if monitor is None else (lambda steps_done: monitor(model, steps_done))
     return fit(model, loss_at, fit_spec, run_dir=run_dir, stop_after=stop_after, monitor=watch,
                progress=progress, desc=desc)

@@ -1,0 +1,244 @@
+"""Chapter 8, synthetic part: how the paper's claims 3-6 depend on the fine-tuning dose, and
+whether what fine-tuning removed is suppressed or erased.
+
+A dose is a (learning rate, steps) pair. There is one fine-tuning run per learning rate, on the
+schedule chapter 2 uses for the longest step count of the grid (a short warm-up, then a constant
+rate), which saves the model at every monitored step: dose (lr, s) is that run after s steps. The largest dose at chapter 2's learning rate is therefore chapter 2's fine-tuned model.
+
+At each dose, against the pretrained model on the same prompts (`measure_dose`):
+- claim 3: the gain on D_disc and the damage on D_cont (paired over prompts, k >= 1);
+- claim 5: both effective-alpha estimators (output-matched, chapter 2; g-matched, chapter 3);
+- claim 4: locality, the damage in the quartile of D_cont prompts closest to D_disc (Bayes g)
+  minus the farthest quartile, for the model and for an ideal Bayesian whose prior weight moves
+  from the *pretrained model's own* effective alpha to the fine-tuned model's;
+- claim 6: conjugate prompting at gamma 1.5 and 2, the D_cont error change at small k;
+- erased or suppressed: the damage on the D_cont prompts where the fine-tuned model's own
+  g_theta is lowest (there it does not think the prompt is D_disc, so suppression cannot explain
+  a loss).
+`revival` is the other test of erasure: a few steps on D_cont, from the fine-tuned model and from
+a freshly initialised one.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from tqdm.auto import tqdm
+
+from .. import cache, stats
+from ..params import ParameterError, param
+from ..provenance import provenance
+from .config import FinetuneConfig, SyntheticConfig
+from .conjugate import conjugate_predict
+from .evaluate import Evaluation, errors_by_k, eval_prompts, evaluate, paired_gap
+from .forgetting import closest_minus_farthest, locality_rows
+from .inference import estimate_g, g_matched_alpha
+from .model import InContextRegressor
+from .runs import build_model, finetuned, monitor_errors, pretrained
+from .tasks import Prior, Prompts
+from .train import TrainSpec, train
+
+GAMMAS = (1.5, 2.0)    # the paper's label scales
+
+
+@dataclass(frozen=True)
+class DoseGrid:
+    """Chapter 8's own parameters (the pretraining and fine-tuning configs come from the preset)."""
+    dose_lrs: list[float] = param("fine-tuning learning rates of the dose grid", 1e-7, 1.0,
+                                  default=[3e-5, 1e-4, 3e-4, 1e-3])
+    dose_steps: list[int] = param("fine-tuning step counts of the dose grid (one run per rate, read "
+                                  "at each count)", 1, 1_000_000, default=[25, 50, 100, 200, 400])
+    dose_prompts: int = param("evaluation prompts per prior at each dose", 100, 10_000_000, default=2000)
+    dose_g_prompts: int = param("contexts per prior for g_theta at each dose", 10, 100_000, default=300)
+    revival_steps: int = param("steps of D_cont training in the revival test", 1, 100_000, default=100)
+    revival_every: int = param("steps between held-out evaluations in the revival test", 1, 100_000,
+                               default=5)
+
+
+def check_grid(grid: DoseGrid) -> DoseGrid:
+    """The lists are non-empty and without repeats (a repeated dose would be counted twice)."""
+    for name in ("dose_lrs", "dose_steps"):
+        values = getattr(grid, name)
+        if not values:
+            raise ParameterError(f"parameter {name!r} is empty: give at least one value")
+        if len(set(values)) != len(values):
+            raise ParameterError(f"parameter {name!r} = {values} names a value twice")
+    if grid.revival_every > grid.revival_steps:
+        raise ParameterError(f"parameter 'revival_every' = {grid.revival_every} is above "
+                             f"'revival_steps' = {grid.revival_steps}")
+    return grid
+
+
+# --- the fine-tuned models of the grid ---------------------------------------------------------
+
+def check_doses(grid: DoseGrid, ft: FinetuneConfig) -> None:
+    """A dose is read off a saved model of the run: its steps must be a monitored step."""
+    off = [s for s in grid.dose_steps if s % ft.monitor_every]
+    if off:
+        raise ParameterError(f"parameter 'dose_steps': {off} not a multiple of 'monitor_every' = "
+                             f"{ft.monitor_every}, the steps a fine-tuning run saves its model at")
+
+
+def dose_models(cfg: SyntheticConfig, ft: FinetuneConfig, lr: float, steps: list[int],
+                progress: bool = True) -> dict[int, InContextRegressor]:
+    """{s: the model after s steps} of one fine-tuning run at `lr`, `ft` otherwise, for
+    max(steps) steps. At chapter 2's rate and step count this is chapter 2's run (cached once)."""
+    run = finetuned(cfg, replace(ft, ft_lr=lr, ft_steps=max(steps)), progress=progress)
+    return {s: run.at(s) for s in steps}
+
+
+# --- what is measured at each dose -------------------------------------------------------------
+
+@dataclass
+class Reference:
+    """What every dose is compared with, computed once: the pretrained model on fixed prompts,
+    the Bayes quantities there, and its own effective alpha (where the ideal Bayesian starts)."""
+    cfg: SyntheticConfig
+    tasks: torch.Tensor
+    ev: Evaluation                 # prompts, Bayes quantities and the pretrained model's predictions
+    g_prompts: dict[str, Prompts]  # the first contexts of each prior, for g_theta
+    alpha_pre: float               # output-matched alpha of the pretrained model
+    alpha_pre_g: float             # its g-matched alpha
+    small_k: range                 # where conjugate prompting is read (k = 1 .. d)
+    every_k: range                 # where gain and damage are read (k >= 1)
+
+
+def reference(cfg: SyntheticConfig, pre_model, tasks, n_prompts: int, g_prompts: int,
+              n_queries: int = 16) -> Reference:
+    prompts = eval_prompts(tasks, cfg.tau, cfg.sigma, cfg.n_points, n_prompts, cfg.eval_seed)
+    ev = evaluate({"pretrained": pre_model}, prompts, tasks, cfg.sigma, cfg.tau, cfg.alpha)
+    firsts = {prior: Prompts(p.xs[:g_prompts], p.ys[:g_prompts], p.ws[:g_prompts]) for prior, p in prompts.items()}
+    ref = Reference(cfg, tasks, ev, firsts, ev.output_matched_alpha("pretrained"), float("nan"),
+                    range(1, min(cfg.d, cfg.k_max) + 1), range(1, cfg.k_max + 1))
+    ref.alpha_pre_g = g_alpha(ref, pre_model, n_queries)[0]
+    return ref
+
+
+def g_alpha(ref: Reference, model, n_queries: int = 16) -> tuple[float, np.ndarray, np.ndarray]:
+    """(g-matched alpha over both priors, g_theta on the D_cont contexts, Bayes g there)."""
+    cfg = ref.cfg
+    est = {prior: estimate_g(model, p, ref.tasks, cfg.sigma, cfg.tau, cfg.alpha, n_queries=n_queries,
+                             seed=cfg.eval_seed) for prior, p in ref.g_prompts.items()}
+    g = np.concatenate([e.g_model for e in est.values()])
+    llr = np.concatenate([e.llr for e in est.values()])
+    return g_matched_alpha(g, llr), est["D_cont"].g_model, est["D_cont"].g_bayes
+
+
+def clustered_bin_damage(rows: pd.DataFrame, which: int, level: float) -> stats.Interval:
+    """Mean damage in one g bin, each prompt counted once (its rows in that bin averaged), so the
+    interval is over independent prompts."""
+    per_prompt = rows[rows["bin"] == which].groupby("prompt")["damage"].mean()
+    return stats.mean_interval(per_prompt, level)
+
+
+def measure_dose(ref: Reference, model, level: float = stats.LEVEL_ASSERTS,
+                 n_queries: int = 16) -> list[dict]:
+    """Every measurement of one fine-tuned model against the pretrained one: rows
+    {measure, mean, low, high} (low = high = mean for point estimates)."""
+    ev = ref.ev.with_models({"fine-tuned": model})
+    errors = ev.errors
+    cont, bayes_cont = ev.prompts["D_cont"], ev.bayes["D_cont"]
+    out = {}
+    out["D_disc gain"] = paired_gap(errors, "D_disc", "pretrained", "fine-tuned", ref.every_k, level)
+    out["D_cont damage"] = paired_gap(errors, "D_cont", "fine-tuned", "pretrained", ref.every_k, level)
+
+    alpha_out = ev.output_matched_alpha("fine-tuned")
+    alpha_g, g_cont_model, _ = g_alpha(ref, model, n_queries)
+    out["output-matched alpha"] = stats.Interval(alpha_out, alpha_out, alpha_out)
+    out["g-matched alpha"] = stats.Interval(alpha_g, alpha_g, alpha_g)
+
+    # locality (claim 4): bins of Bayes g within each k; the ideal Bayesian's prior weight moves
+    # from the pretrained model's effective alpha to this model's
+    g_bayes = bayes_cont.g.numpy()
+    rows = locality_rows(errors, g_bayes, "pretrained", "fine-tuned")
+    out["locality, model"] = closest_minus_farthest(rows, level=level)
+    ideal = errors_by_k({"before": bayes_cont.mixture_at(ref.alpha_pre),
+                         "after": bayes_cont.mixture_at(alpha_out)}, cont, "D_cont")
+    out["locality, ideal Bayesian"] = closest_minus_farthest(locality_rows(ideal, g_bayes, "before", "after"),
+                                                              level=level)
+
+    # conjugate prompting (claim 6): error change on D_cont at small k (negative: it helps)
+    plain = ev.predictions["D_cont"]["fine-tuned"]
+    for gamma in GAMMAS:
+        pair = errors_by_k({"conjugate": conjugate_predict(model, cont, gamma), "plain": plain}, cont, "D_cont")
+        out[f"conjugate change, gamma {gamma:g}"] = paired_gap(pair, "D_cont", "conjugate", "plain",
+                                                               ref.small_k, level)
+
+    # erased or suppressed: damage where the model's own g_theta is lowest (quartile within k)
+    n = len(g_cont_model)
+    sub = errors[(errors["prior"] == "D_cont") & (errors["prompt"] < n)]
+    own = locality_rows(sub, g_cont_model, "pretrained", "fine-tuned")
+    out["damage where own g_theta is lowest"] = clustered_bin_damage(own, 0, level)
+    return [{"measure": name, **asdict(iv)} for name, iv in out.items()]
+
+
+def dose_table(cfg: SyntheticConfig, ft: FinetuneConfig, grid: DoseGrid, ref: Reference,
+               level: float = stats.LEVEL_ASSERTS, progress: bool = True) -> pd.DataFrame:
+    """measure_dose at every dose of the grid: columns lr, steps, measure, mean, low, high."""
+    check_grid(grid)
+    check_doses(grid, ft)
+    rows = []
+    doses = [(lr, s) for lr in grid.dose_lrs for s in grid.dose_steps]
+    bar = tqdm(total=len(doses), desc="measuring the doses", disable=not progress)
+    for lr in grid.dose_lrs:
+        for s, model in dose_models(cfg, ft, lr, grid.dose_steps, progress=progress).items():
+            rows += [{"lr": lr, "steps": s, **r} for r in measure_dose(ref, model, level)]
+            bar.update()
+    bar.close()
+    return pd.DataFrame(rows)
+
+
+def wide(table: pd.DataFrame, column: str = "mean") -> pd.DataFrame:
+    """One row per dose, one column per measure (the `column` of each)."""
+    return stats.pivot_unique(table, index=["lr", "steps"], columns="measure", values=column)
+
+
+# --- revival: a few steps on D_cont --------------------------------------------------------------
+
+@dataclass
+class Revival:
+    history: pd.DataFrame                  # start, step, prior, error (held-out, k >= 1)
+    models: dict[str, InContextRegressor]  # start -> the model after the revival steps
+
+
+def revival(cfg: SyntheticConfig, ft: FinetuneConfig, steps: int, every: int, tuned_model,
+            progress: bool = True) -> Revival:
+    """Train on D_cont alone (alpha = 0) for `steps` steps at the fine-tuning rate, from the
+    fine-tuned model and from a freshly initialised one (same data, same schedule), following
+    the held-out errors every `every` steps. Cached."""
+    base = pretrained(cfg, progress=progress)
+    spec = TrainSpec(steps=steps, lr=ft.ft_lr, batch_size=ft.ft_batch_size, sigma=cfg.sigma,
+                     data_seed=ft.ft_data_seed + 1, warmup_steps=min(20, steps // 10), min_lr_ratio=1.0,
+                     checkpoint_every=max(50, steps // 4))
+    starts = {"fine-tuned": tuned_model.state_dict(), "fresh": build_model(cfg).state_dict()}
+    key = {"pretrain": cfg.pretrain_key(), "finetune": asdict(ft), "revival": asdict(spec), "every": every,
+           "eval_seed": cfg.eval_seed}
+
+    def make(folder: Path) -> dict:
+        histories = {}
+        for name, state in starts.items():
+            model = build_model(cfg)
+            model.load_state_dict(state)
+            model.train()
+            histories[name] = train(model, Prior(tasks=base.tasks, tau=cfg.tau, alpha=0.0), spec,
+                                    run_dir=cache.work_path("revival", {**key, "start": name}), progress=progress,
+                                    desc=f"D_cont steps from the {name} model",
+                                    monitor=monitor_errors(cfg, base.tasks), monitor_every=every)
+            cache.save_tensors(folder / f"{name}.safetensors", model.state_dict())
+        return {"histories": histories, **provenance()}
+
+    folder = cache.build("revival", key, make)
+    rows = []
+    for name, history in cache.read_entry(folder)["histories"].items():
+        for h in history:
+            for prior, per_k in h.get("monitor", {}).items():
+                rows.append({"start": name, "step": h["step"], "prior": prior, "error": float(np.mean(per_k[1:]))})
+    models = {}
+    for name in starts:
+        model = build_model(cfg)
+        model.load_state_dict(cache.load_tensors(folder / f"{name}.safetensors"))
+        models[name] = model.eval()
+    return Revival(pd.DataFrame(rows), models)
