@@ -163,6 +163,8 @@ MODEL_PALETTE = {
     "gemma-3-270m-code-strong": "#d62728",
     "gemma-3-270m-refusal": "#ff9896",
     "gemma-3-270m-refusal-strong": "#d62728",
+    # chapter 8: the chapter-5 recipe tuned on English, French and Spanish
+    "gemma-3-270m-instruct-en-fr-es": "#9467bd",
 }
 
 
@@ -319,6 +321,145 @@ def tuning_curves(records: dict[str, dict], ylabel: str = "training loss (answer
         ax.plot(df["step"], df["loss"].rolling(10, min_periods=1).mean(), lw=1.6,
                 color=MODEL_PALETTE.get(name), label=f"{name} (lr {record['config']['lr']:g})")
     _label(ax, "LoRA tuning", "step", ylabel, bottom=None)
+    fig.tight_layout()
+    return fig
+
+
+# --- chapter 8 ------------------------------------------------------------------------------------
+
+DOSE_PANELS = [  # (measure, y label) in reading order: D_disc first, as everywhere
+    ("D_disc gain", "D_disc error, pretrained - tuned"),
+    ("D_cont damage", "D_cont error, tuned - pretrained"),
+    ("output-matched alpha", "alpha (output-matched)"),
+    ("g-matched alpha", "alpha (g-matched)"),
+    ("locality, model", "closest - farthest quartile"),
+    ("locality, ideal Bayesian", "closest - farthest quartile"),
+    ("conjugate change, gamma 2", "D_cont error change, k <= d"),
+    ("damage where own g_theta is lowest", "D_cont damage, lowest g_theta"),
+]
+
+
+def dose_response_figure(table: pd.DataFrame, level_label: str = "99%"):
+    """Each of chapter 8's measures against the fine-tuning steps (log scale), one line per
+    learning rate, with the intervals of the table (`dose.dose_table`)."""
+    fig, axes = plt.subplots(2, 4, figsize=(12, 5.8), sharex=True)
+    lrs = sorted(table["lr"].unique())
+    colours = dict(zip(lrs, sns.color_palette("viridis", len(lrs))))
+    for ax, (measure, ylabel) in zip(axes.flat, DOSE_PANELS):
+        for lr in lrs:
+            t = table[(table["measure"] == measure) & (table["lr"] == lr)].sort_values("steps")
+            ax.errorbar(t["steps"], t["mean"], yerr=[t["mean"] - t["low"], t["high"] - t["mean"]], fmt="o-",
+                        ms=3.5, capsize=2, lw=1.3, color=colours[lr], label=f"lr {lr:g}")
+        if "locality" in measure or "change" in measure or "lowest" in measure:
+            ax.axhline(0, color="#888888", lw=0.8)
+        ax.set_title(measure, fontsize=10)
+        ax.set_ylabel(ylabel, fontsize=9)
+        ax.set_xscale("log", base=2)
+        steps = sorted(table["steps"].unique())
+        ax.set_xticks(steps, [str(s) for s in steps])
+    for ax in axes[1]:
+        ax.set_xlabel("fine-tuning steps")
+    axes[0, 0].legend(frameon=False, fontsize=8)
+    fig.suptitle(f"the fine-tuning dose ({level_label} intervals)")
+    fig.tight_layout()
+    return fig
+
+
+def locality_alpha_figure(table: pd.DataFrame):
+    """Locality (model and ideal Bayesian) and the damage where the model's own g_theta is lowest,
+    against each dose's output-matched alpha."""
+    wide = table.pivot_table(index=["lr", "steps"], columns="measure", values=["mean", "low", "high"])
+    alpha = wide[("mean", "output-matched alpha")]
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
+    panels = [(axes[0], [("locality, model", "#d62728"), ("locality, ideal Bayesian", "#2ca02c")],
+               "locality: closest - farthest quartile"),
+              (axes[1], [("damage where own g_theta is lowest", "#9467bd")], "D_cont damage where g_theta is lowest")]
+    for ax, measures, title in panels:
+        for measure, colour in measures:
+            y, lo, hi = (wide[(c, measure)] for c in ("mean", "low", "high"))
+            ax.errorbar(alpha, y, yerr=[y - lo, hi - y], fmt="o", ms=4, capsize=2, color=colour, label=measure)
+        ax.axhline(0, color="#888888", lw=0.8)
+        _label(ax, title, "effective alpha of the fine-tuned model (output-matched)", "error / d", bottom=None)
+    fig.tight_layout()
+    return fig
+
+
+def revival_figure(history: pd.DataFrame, pretrained_level: dict[str, float]):
+    """Held-out error during the revival steps on D_cont, from the fine-tuned and from a fresh
+    model, one panel per prior (D_disc left), the pretrained model's level dashed."""
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.6))
+    colours = {"fine-tuned": PALETTE["fine-tuned"], "fresh": "#7f7f7f"}
+    for ax, prior in zip(axes, ("D_disc", "D_cont")):
+        for start, t in history[history["prior"] == prior].groupby("start", sort=False):
+            ax.plot(t["step"], t["error"], "o-", ms=3, lw=1.4, color=colours.get(start), label=f"from the {start} model")
+        ax.axhline(pretrained_level[prior], color=PALETTE["pretrained"], ls="--", lw=1, label="pretrained model")
+        _label(ax, f"{prior} prompts", "steps of training on D_cont", "held-out error / d (k >= 1)")
+        ax.set_yscale("log")
+    fig.tight_layout()
+    return fig
+
+
+def spread_figure(compare: pd.DataFrame, names: tuple[str, str], column: str = "margin_shift",
+                  ylabel: str = "margin shift, base - tuned (nats)"):
+    """Per surface: the shift under each of two tunings (left) and their paired difference
+    (right), 95% intervals (`suppression.compare_tunings`)."""
+    order = list(compare["surface"])
+    long = pd.concat([pd.DataFrame({"surface": compare["surface"], "model": name, "y": compare[f"{column}_{who}"],
+                                    "low": compare[f"{column}_{who}_low"], "high": compare[f"{column}_{who}_high"]})
+                      for who, name in zip(("a", "b"), names)])
+    fig, axes = plt.subplots(1, 2, figsize=(12, 3.8), gridspec_kw={"width_ratios": [3, 2]})
+    _dodged_points(axes[0], long, "surface", "y", "low", "high", "model", order)
+    axes[0].axhline(0, color="#888888", lw=0.8)
+    _label(axes[0], "what each tuning costs", "prompt language or transform", ylabel, bottom=None)
+    diff = compare.assign(model=names[1])
+    _dodged_points(axes[1], diff, "surface", f"{column}_diff", f"{column}_diff_low", f"{column}_diff_high",
+                   "model", order)
+    axes[1].axhline(0, color="#888888", lw=0.8)
+    _label(axes[1], f"{names[1]} minus {names[0]}", "prompt language or transform", "difference", bottom=None)
+    axes[1].get_legend().remove()
+    for ax in axes:
+        ax.tick_params(axis="x", rotation=30)
+    fig.tight_layout()
+    return fig
+
+
+def lm_dose_figure(table: pd.DataFrame, reference: str = "en"):
+    """Conflict and control ICL accuracy and the margin shift against the tuning learning rate,
+    one line per surface (the tuning language in bold), 95% intervals (`suppression.dose_table`)."""
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
+    panels = [("conflict_%", "conflict_low", "conflict_high", "conflict prompts: ICL accuracy (%)"),
+              ("control_%", "control_low", "control_high", "control prompts: ICL accuracy (%)"),
+              ("margin_shift", "shift_low", "shift_high", "margin shift, base - tuned (nats)")]
+    surfaces = list(dict.fromkeys(table["surface"]))
+    palette = dict(zip(surfaces, sns.color_palette("tab10", len(surfaces))))
+    for ax, (y, lo, hi, title) in zip(axes, panels):
+        for s in surfaces:
+            t = table[table["surface"] == s].sort_values("lr")
+            bold = s == reference
+            ax.errorbar(t["lr"], t[y], yerr=[t[y] - t[lo], t[hi] - t[y]], fmt="o-", ms=5 if bold else 3,
+                        lw=2.4 if bold else 1.1, capsize=2, color="black" if bold else palette[s], label=s,
+                        zorder=3 if bold else 2)
+        ax.set_xscale("log")
+        _label(ax, title, "LoRA learning rate (100 steps)", title.split(": ")[-1], bottom=None)
+        if ax is not axes[2]:
+            ax.get_legend().remove()
+    axes[2].legend(fontsize=8, ncol=2, frameon=False)
+    fig.tight_layout()
+    return fig
+
+
+def similarity_figure(means: dict[str, pd.DataFrame]):
+    """Per surface, mean similarity of the queries to the tuning data against the mean margin
+    shift (95% intervals), one colour per tuned model (`suppression.surface_means`)."""
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    for name, t in means.items():
+        ax.errorbar(t["similarity"], t["margin_shift"], yerr=[t["margin_shift"] - t["low"], t["high"] - t["margin_shift"]],
+                    fmt="o", ms=5, capsize=2, color=MODEL_PALETTE.get(name), label=name)
+        for _, r in t.iterrows():
+            ax.annotate(r["surface"], (r["similarity"], r["margin_shift"]), xytext=(4, 3),
+                        textcoords="offset points", fontsize=8, color=MODEL_PALETTE.get(name))
+    _label(ax, "prompts that look like the tuning data lose more", "similarity of the query to the nearest "
+           "tuning example", "margin shift, base - tuned (nats)", bottom=None)
     fig.tight_layout()
     return fig
 

@@ -24,12 +24,14 @@ def config_from_notebook(namespace: dict) -> SyntheticConfig:
     return make_config(**notebook_values(namespace))
 
 
-def configs_from_notebook(namespace: dict, extra=None) -> tuple[SyntheticConfig, FinetuneConfig]:
+def configs_from_notebook(namespace: dict, extra=()) -> tuple[SyntheticConfig, FinetuneConfig]:
     """Pretraining and fine-tuning configs from a chapter's parameters, validated; `extra` is the
-    dataclass declaring the chapter's own parameters (checked here too, used by the notebook as
-    they are)."""
+    dataclass (or a tuple of them) declaring the chapter's own parameters (checked here too, used
+    by the notebook as they are)."""
     values = notebook_values(namespace)
-    own = specs(extra) if extra else {}
+    own = {}
+    for cls in (extra if isinstance(extra, tuple) else (extra,)):
+        own.update(specs(cls))
     check_all(own, {k: values.pop(k) for k in list(values) if k in own})
     return make_configs(**values)
 

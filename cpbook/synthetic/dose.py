@@ -48,11 +48,11 @@ GAMMAS = (1.5, 2.0)    # the paper's label scales
 class DoseGrid:
     """Chapter 8's own parameters (the pretraining and fine-tuning configs come from the preset)."""
     dose_lrs: list[float] = param("fine-tuning learning rates of the dose grid", 1e-7, 1.0,
-                                  default=[3e-5, 1e-4, 3e-4, 1e-3])
+                                  default=[1e-5, 3e-5, 1e-4, 1e-3])
     dose_steps: list[int] = param("fine-tuning step counts of the dose grid (one run per rate, read "
                                   "at each count)", 1, 1_000_000, default=[25, 50, 100, 200, 400])
-    dose_prompts: int = param("evaluation prompts per prior at each dose", 100, 10_000_000, default=2000)
-    dose_g_prompts: int = param("contexts per prior for g_theta at each dose", 10, 100_000, default=300)
+    dose_prompts: int = param("evaluation prompts per prior at each dose", 100, 10_000_000, default=1000)
+    dose_g_prompts: int = param("contexts per prior for g_theta at each dose", 10, 100_000, default=200)
     revival_steps: int = param("steps of D_cont training in the revival test", 1, 100_000, default=100)
     revival_every: int = param("steps between held-out evaluations in the revival test", 1, 100_000,
                                default=5)
@@ -196,6 +196,40 @@ def wide(table: pd.DataFrame, column: str = "mean") -> pd.DataFrame:
     return stats.pivot_unique(table, index=["lr", "steps"], columns="measure", values=column)
 
 
+def sign(low: float, high: float) -> str:
+    """'+' when an interval lies above zero, '-' below, '0' when it contains zero."""
+    return "+" if low > 0 else "-" if high < 0 else "0"
+
+
+VERDICT_MEASURES = {  # the column of the verdict table: the measure it reads
+    "3: D_disc gain": "D_disc gain",
+    "3: D_cont damage": "D_cont damage",
+    "4: locality, model": "locality, model",
+    "4: locality, ideal Bayesian": "locality, ideal Bayesian",
+    "5: damage at lowest own g_theta": "damage where own g_theta is lowest",
+    "6: conjugate change, gamma 1.5": "conjugate change, gamma 1.5",
+    "6: conjugate change, gamma 2": "conjugate change, gamma 2",
+}
+
+
+def verdicts(table: pd.DataFrame) -> pd.DataFrame:
+    """Per dose: its output-matched alpha and the sign of each claim's interval ('+', '-', '0')."""
+    low, high = wide(table, "low"), wide(table, "high")
+    out = pd.DataFrame({"alpha (output-matched)": wide(table)["output-matched alpha"]})
+    for column, measure in VERDICT_MEASURES.items():
+        out[column] = [sign(lo, hi) for lo, hi in zip(low[measure], high[measure])]
+    return out
+
+
+def alpha_split(table: pd.DataFrame, measure: str = "locality, model") -> tuple[float, float]:
+    """(largest alpha among the doses where `measure` is above zero, smallest alpha among those
+    where it is below): the first below the second means the sign is set by the effective alpha."""
+    v = verdicts(table)
+    col = next(c for c, m in VERDICT_MEASURES.items() if m == measure)
+    alpha = v["alpha (output-matched)"]
+    return float(alpha[v[col] == "+"].max()), float(alpha[v[col] == "-"].min())
+
+
 # --- revival: a few steps on D_cont --------------------------------------------------------------
 
 @dataclass
@@ -242,3 +276,13 @@ def revival(cfg: SyntheticConfig, ft: FinetuneConfig, steps: int, every: int, tu
         model.load_state_dict(cache.load_tensors(folder / f"{name}.safetensors"))
         models[name] = model.eval()
     return Revival(pd.DataFrame(rows), models)
+
+
+def steps_to_recover(history: pd.DataFrame, pretrained_error: float, damaged_error: float,
+                     share: float = 0.9, prior: str = "D_cont", start: str = "fine-tuned") -> int | None:
+    """The first monitored revival step at which `start`'s held-out error on `prior` has closed
+    `share` of the gap between the damaged level and the pretrained one; None if it never does."""
+    target = damaged_error - share * (damaged_error - pretrained_error)
+    t = history[(history["prior"] == prior) & (history["start"] == start)].sort_values("step")
+    hit = t[t["error"] <= target]
+    return int(hit["step"].iloc[0]) if len(hit) else None
