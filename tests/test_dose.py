@@ -1,8 +1,10 @@
 """Chapter 8's doses: one fine-tuning run saved at every monitored step, read as the doses of
 fewer steps; the grid's checks; the measurements and the revival test on a tiny world."""
+import warnings
 from dataclasses import replace
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -110,3 +112,59 @@ def test_measurements_and_revival_on_a_tiny_world(tmp_path, monkeypatch):
     assert np.isfinite(first["error"]).all()
     again = dose.revival(cfg, ft, grid.revival_steps, grid.revival_every, tuned, progress=False)
     assert _same(again.models["fresh"], rev.models["fresh"])
+
+
+def test_the_stored_grid_is_the_chapters_and_a_random_dose_recomputes():
+    """CI's agreement check for the stored dose grid: the stored run has the chapter's default
+    parameters and a clean commit, and one randomly chosen dose, trained and measured again now,
+    gives the stored numbers. The dose changes from run to run (CPBOOK_SAMPLE_SEED repeats one).
+    It needs the `cpu` preset's pretrained model (chapter 1's, cached for the chapters after)."""
+    import os
+    from cpbook.stats import LEVEL_ASSERTS
+    from cpbook.synthetic.config import FinetuneConfig, SyntheticConfig, make_configs
+
+    table, record = dose.load_grid()
+    cfg, ft = make_configs("cpu")
+    assert record["run"] == dose.run_key(cfg, ft, dose.DoseGrid(), LEVEL_ASSERTS), \
+        "the stored grid is not the chapter's: run python -m cpbook.synthetic.dose"
+    assert not record["commit"].endswith("+dirty") and record["commit"] != "unknown"
+
+    seed = int(os.environ.get("CPBOOK_SAMPLE_SEED", np.random.SeedSequence().entropy % 2**32))
+    rng = np.random.default_rng(seed)
+    doses = table[["lr", "steps"]].drop_duplicates().to_numpy()
+    lr, steps = doses[rng.integers(len(doses))]
+    run = record["run"]
+    cfg, ft = SyntheticConfig(**run["config"]), FinetuneConfig(**run["finetune"])
+    grid = dose.DoseGrid(**run["grid"])
+    pre = pretrained(cfg, progress=False)
+    ref = dose.reference(cfg, pre.model, pre.tasks, grid.dose_prompts, grid.dose_g_prompts)
+    model = dose.dose_model_now(cfg, ft, float(lr), int(steps), max(grid.dose_steps))
+    now = pd.DataFrame(dose.measure_dose(ref, model, run["level"])).set_index("measure")
+    stored = table[(table["lr"] == lr) & (table["steps"] == steps)].set_index("measure")
+    where = f"dose lr {lr:g}, {int(steps)} steps (CPBOOK_SAMPLE_SEED={seed})"
+    assert sorted(now.index) == sorted(stored.index), where
+    for col in ("mean", "low", "high"):
+        assert np.allclose(now[col], stored.loc[now.index, col], rtol=1e-4, atol=1e-5), (col, where)
+
+
+def test_the_grid_is_loaded_only_for_the_stored_parameters_and_checked(tmp_path, monkeypatch):
+    monkeypatch.setenv("CPBOOK_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(dose, "TABLE", tmp_path / "grid.csv")
+    monkeypatch.setattr(dose, "RECORD", tmp_path / "grid.json")
+    cfg, ft = tiny(ft_steps=10, eval_prompts=40)
+    grid = dose.DoseGrid(dose_lrs=[1e-3], dose_steps=[5, 10], dose_prompts=40, dose_g_prompts=20)
+    with warnings.catch_warnings():   # the work tree of a test run may have uncommitted changes
+        warnings.simplefilter("ignore")
+        stored = dose.store_grid(cfg, ft, grid, progress=False)
+    pre = pretrained(cfg, progress=False)
+    ref = dose.reference(cfg, pre.model, pre.tasks, 40, 20)
+    table, record = dose.grid_table(cfg, ft, grid, ref, progress=False)
+    assert record is not None and record["rows"] == len(stored) == len(table)
+    assert set(record["checksum"]["finetuned_sha256"]) == {"0.001"}
+    pd.testing.assert_frame_equal(table, stored, check_dtype=False)
+    live, none = dose.grid_table(cfg, ft, replace(grid, dose_steps=[5]), ref, progress=False)
+    assert none is None and set(live["steps"]) == {5}
+    (tmp_path / "grid.csv").write_text((tmp_path / "grid.csv").read_text()[:-40])
+    from cpbook.results import StoredResultError
+    with pytest.raises(StoredResultError, match="grid.csv"):
+        dose.load_grid()

@@ -265,10 +265,10 @@ def overwriting_table(results: dict[str, pd.DataFrame], base: str, lm_doses, dos
     for name in lm_doses:
         ref = dose[(dose["model"] == name) & (dose["surface"] == reference)].iloc[0]
         iv = pooled_control_drop(results, base, name, level=level)
-        rows[name] = {"lr": ref["lr"], "control drop, all surfaces": iv.mean, "low": iv.low, "high": iv.high,
+        rows[name] = {"lr": f"{ref['lr']:g}", "control drop, all surfaces": iv.mean, "low": iv.low, "high": iv.high,
                       f"conflict drop, {reference}": ref["conflict_drop"],
                       f"margin shift, {reference}": ref["margin_shift"]}
-    return pd.DataFrame(rows).T.sort_values("lr")
+    return pd.DataFrame(rows).T.sort_values("lr", key=lambda lr: lr.astype(float))
 
 
 def surface_means(rows: pd.DataFrame, level: float = LEVEL) -> pd.DataFrame:

@@ -20,6 +20,7 @@ a freshly initialised one.
 """
 from __future__ import annotations
 
+import json
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -28,16 +29,16 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from .. import cache, stats
+from .. import cache, results, stats
 from ..params import ParameterError, param
-from ..provenance import provenance
+from ..provenance import committed_provenance, provenance
 from .config import FinetuneConfig, SyntheticConfig
 from .conjugate import conjugate_predict
 from .evaluate import Evaluation, errors_by_k, eval_prompts, evaluate, paired_gap
 from .forgetting import closest_minus_farthest, locality_rows
 from .inference import estimate_g, g_matched_alpha
 from .model import InContextRegressor
-from .runs import build_model, finetuned, monitor_errors, pretrained
+from .runs import build_model, finetune_spec, finetune_tasks, finetuned, monitor_errors, pretrained
 from .tasks import Prior, Prompts
 from .train import TrainSpec, train
 
@@ -191,6 +192,80 @@ def dose_table(cfg: SyntheticConfig, ft: FinetuneConfig, grid: DoseGrid, ref: Re
     return pd.DataFrame(rows)
 
 
+# --- the stored grid ----------------------------------------------------------------------------
+# The grid takes about 5 minutes on 2 cores (one 400-step run per learning rate, 60 s each here,
+# and the measurements), too long beside the rest of `make test`. So the chapter's grid is
+# computed by `python -m cpbook.synthetic.dose`, stored with its provenance, and loaded by the
+# chapter when the chapter's parameters are the stored run's; any other parameters are computed
+# live. The tests recompute one randomly chosen stored dose.
+
+RESULTS = Path(__file__).resolve().parents[2] / "book" / "results" / "dose"
+TABLE, RECORD = RESULTS / "grid.csv", RESULTS / "grid.json"
+COLUMNS = ["lr", "steps", "measure", "mean", "low", "high"]
+
+
+def run_key(cfg: SyntheticConfig, ft: FinetuneConfig, grid: DoseGrid, level: float) -> dict:
+    """Everything the stored table depends on (the JSON form, as stored)."""
+    return json.loads(json.dumps({"config": asdict(cfg), "finetune": asdict(ft), "grid": asdict(grid), "level": level}))
+
+
+def store_grid(cfg: SyntheticConfig, ft: FinetuneConfig, grid: DoseGrid, level: float = stats.LEVEL_ASSERTS,
+               progress: bool = True) -> pd.DataFrame:
+    """Compute the dose table and store it under book/results/dose/ with its provenance: the
+    run's parameters, package versions, commit, and the SHA-256 of the pretrained weights and of
+    the last weights of every fine-tuning run."""
+    check_grid(grid)
+    check_doses(grid, ft)
+    origin = committed_provenance()
+    pre = pretrained(cfg, progress=progress)
+    ref = reference(cfg, pre.model, pre.tasks, grid.dose_prompts, grid.dose_g_prompts)
+    table = dose_table(cfg, ft, grid, ref, level, progress)
+    runs = {f"{lr:g}": cache.sha256_file(finetuned(cfg, replace(ft, ft_lr=lr, ft_steps=max(grid.dose_steps)),
+                                                   progress=False).run_dir / "model.safetensors")
+            for lr in grid.dose_lrs}
+    record = {"run": run_key(cfg, ft, grid, level), "rows": len(table),
+              "checksum": {"pretrained_sha256": cache.sha256_file(pre.run_dir / "model.safetensors"),
+                           "finetuned_sha256": runs},
+              "alpha_pretrained": {"output-matched": ref.alpha_pre, "g-matched": ref.alpha_pre_g}, **origin}
+    results.write_text(TABLE, table.to_csv(index=False))
+    results.write_json(RECORD, record)
+    return table
+
+
+def load_grid() -> tuple[pd.DataFrame, dict]:
+    """The stored table and its record, checked (checksum, columns, row count)."""
+    record = results.read_json(RECORD)
+    table = pd.read_csv(results.check(TABLE))
+    results.require_columns(table, COLUMNS, TABLE)
+    if len(table) != record["rows"]:
+        raise results.StoredResultError(f"stored result {TABLE} holds {len(table)} rows, its record says {record['rows']}")
+    return table, record
+
+
+def grid_table(cfg: SyntheticConfig, ft: FinetuneConfig, grid: DoseGrid, ref: Reference,
+               level: float = stats.LEVEL_ASSERTS, progress: bool = True) -> tuple[pd.DataFrame, dict | None]:
+    """The dose table: the stored one when these are the stored run's parameters, else computed
+    now. Returns (table, the stored record or None)."""
+    check_grid(grid)
+    check_doses(grid, ft)
+    if RECORD.exists() and cache.read_json(RECORD)["run"] == run_key(cfg, ft, grid, level):
+        return load_grid()
+    return dose_table(cfg, ft, grid, ref, level, progress), None
+
+
+def dose_model_now(cfg: SyntheticConfig, ft: FinetuneConfig, lr: float, steps: int, run_steps: int):
+    """The model of dose (lr, steps), trained now without the cache: the fine-tuning run of
+    `run_steps` steps at lr, stopped after `steps` (what its snapshot holds)."""
+    base = pretrained(cfg, progress=False)
+    model = build_model(cfg)
+    model.load_state_dict(base.model.state_dict())
+    model.train()
+    run = replace(ft, ft_lr=lr, ft_steps=run_steps)
+    train(model, Prior(tasks=finetune_tasks(cfg, run, base.tasks), tau=cfg.tau, alpha=1.0 - run.ft_replay),
+          finetune_spec(cfg, run), stop_after=steps, progress=False)
+    return model.eval()
+
+
 def wide(table: pd.DataFrame, column: str = "mean") -> pd.DataFrame:
     """One row per dose, one column per measure (the `column` of each)."""
     return stats.pivot_unique(table, index=["lr", "steps"], columns="measure", values=column)
@@ -286,3 +361,15 @@ def steps_to_recover(history: pd.DataFrame, pretrained_error: float, damaged_err
     t = history[(history["prior"] == prior) & (history["start"] == start)].sort_values("step")
     hit = t[t["error"] <= target]
     return int(hit["step"].iloc[0]) if len(hit) else None
+
+
+def main() -> None:
+    """Store the chapter's dose grid (its default parameters, the `cpu` preset)."""
+    from .config import make_configs
+    cfg, ft = make_configs("cpu")
+    table = store_grid(cfg, ft, DoseGrid())
+    print(f"stored {len(table)} rows in {TABLE}")
+
+
+if __name__ == "__main__":
+    main()
