@@ -135,7 +135,7 @@ def test_the_stored_grid_is_the_chapters_and_a_random_dose_recomputes():
     lr, steps = doses[rng.integers(len(doses))]
     run = record["run"]
     cfg, ft = SyntheticConfig(**run["config"]), FinetuneConfig(**run["finetune"])
-    grid = dose.DoseGrid(**run["grid"])
+    grid = dose.DoseGrid(**run["grid"])      # the table's fields; the revival's keep their defaults
     pre = pretrained(cfg, progress=False)
     ref = dose.reference(cfg, pre.model, pre.tasks, grid.dose_prompts, grid.dose_g_prompts)
     model = dose.dose_model_now(cfg, ft, float(lr), int(steps), max(grid.dose_steps))
@@ -162,6 +162,8 @@ def test_the_grid_is_loaded_only_for_the_stored_parameters_and_checked(tmp_path,
     assert record is not None and record["rows"] == len(stored) == len(table)
     assert set(record["checksum"]["finetuned_sha256"]) == {"0.001"}
     pd.testing.assert_frame_equal(table, stored, check_dtype=False)
+    # the revival's parameters are not the table's: changing them still reads the stored table
+    assert dose.grid_table(cfg, ft, replace(grid, revival_steps=7), ref, progress=False)[1] is not None
     live, none = dose.grid_table(cfg, ft, replace(grid, dose_steps=[5]), ref, progress=False)
     assert none is None and set(live["steps"]) == {5}
     (tmp_path / "grid.csv").write_text((tmp_path / "grid.csv").read_text()[:-40])

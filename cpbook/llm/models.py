@@ -198,8 +198,8 @@ def _tuned(name, base, note, kind="instruction-tuned", **overrides):
 # The siblings the book makes from the Gemma base (`cpbook tune NAME` builds one). Chapters 6 and
 # 7 each tune at two doses: the recipe, and a stronger one (a higher learning rate, same steps).
 CODE_RECIPE = {"data": "python-stdlib", "steps": 80, "batch_size": 4, "lr": 3e-4, "warmup_steps": 8}
-# Chapter 8 tunes the chapter-5 recipe (lr 1e-4) at two stronger learning rates.
-INSTRUCT_DOSES = (3e-4, 1e-3)
+# Chapter 8 tunes the chapter-5 recipe (lr 1e-4) at three more learning rates.
+INSTRUCT_DOSES = (3e-5, 3e-4, 1e-3)
 REFUSAL_RECIPE = {"data": "refusal", "steps": 100, "batch_size": 8, "lr": 1e-4, "warmup_steps": 10}
 for _spec in [
     _tuned("gemma-3-270m-instruct", "gemma-3-270m",
@@ -210,7 +210,7 @@ for _spec in [
     _tuned("gemma-3-270m-code-strong", "gemma-3-270m",
            "gemma-3-270m LoRA-tuned here on Python source at a higher learning rate (chapter 6)",
            kind="code", **{**CODE_RECIPE, "lr": 2e-3}),
-    # chapter 8: the instruction recipe at higher learning rates (same data, steps and seed)
+    # chapter 8: the instruction recipe at other learning rates (same data, steps and seed)
     *[_tuned(f"gemma-3-270m-instruct-lr{lr:.0e}".replace("e-0", "e-"), "gemma-3-270m",
              f"gemma-3-270m LoRA-tuned here on English-only instructions at lr {lr:g} (chapter 8's dose)", lr=lr)
       for lr in INSTRUCT_DOSES],

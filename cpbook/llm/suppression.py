@@ -271,6 +271,13 @@ def overwriting_table(results: dict[str, pd.DataFrame], base: str, lm_doses, dos
     return pd.DataFrame(rows).T.sort_values("lr", key=lambda lr: lr.astype(float))
 
 
+def overwriting_dose(table: pd.DataFrame) -> str | None:
+    """The first dose (in order of learning rate) of an `overwriting_table` whose pooled control
+    drop lies above zero: where suppression turns into overwriting (None: at no dose)."""
+    over = table[table["low"].astype(float) > 0]
+    return str(over.index[0]) if len(over) else None
+
+
 def surface_means(rows: pd.DataFrame, level: float = LEVEL) -> pd.DataFrame:
     """Per surface: mean similarity to the tuning data and mean margin shift (with its interval)."""
     out = []

@@ -204,9 +204,13 @@ TABLE, RECORD = RESULTS / "grid.csv", RESULTS / "grid.json"
 COLUMNS = ["lr", "steps", "measure", "mean", "low", "high"]
 
 
+GRID_FIELDS = ("dose_lrs", "dose_steps", "dose_prompts", "dose_g_prompts")   # the revival's are not the table's
+
+
 def run_key(cfg: SyntheticConfig, ft: FinetuneConfig, grid: DoseGrid, level: float) -> dict:
     """Everything the stored table depends on (the JSON form, as stored)."""
-    return json.loads(json.dumps({"config": asdict(cfg), "finetune": asdict(ft), "grid": asdict(grid), "level": level}))
+    return json.loads(json.dumps({"config": asdict(cfg), "finetune": asdict(ft),
+                                  "grid": {k: getattr(grid, k) for k in GRID_FIELDS}, "level": level}))
 
 
 def store_grid(cfg: SyntheticConfig, ft: FinetuneConfig, grid: DoseGrid, level: float = stats.LEVEL_ASSERTS,
