@@ -52,8 +52,8 @@ class DoseGrid:
                                   default=[1e-5, 3e-5, 1e-4, 1e-3])
     dose_steps: list[int] = param("fine-tuning step counts of the dose grid (one run per rate, read "
                                   "at each count)", 1, 1_000_000, default=[25, 50, 100, 200, 400])
-    dose_prompts: int = param("evaluation prompts per prior at each dose", 100, 10_000_000, default=1000)
-    dose_g_prompts: int = param("contexts per prior for g_theta at each dose", 10, 100_000, default=200)
+    dose_prompts: int = param("evaluation prompts per prior at each dose", 100, 10_000_000, default=2000)
+    dose_g_prompts: int = param("contexts per prior for g_theta at each dose", 10, 100_000, default=1000)
     revival_steps: int = param("steps of D_cont training in the revival test", 1, 100_000, default=100)
     revival_every: int = param("steps between held-out evaluations in the revival test", 1, 100_000,
                                default=5)
