@@ -12,8 +12,9 @@ import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from .llm import analysis, prompts, refusal, zero_shot
+from .llm import analysis, prompts, refusal, suppression, zero_shot
 from .params import Param, check_all, defaults, param, param_like, specs
+from .synthetic import dose
 from .synthetic.config import (ConjugateSweep, FinetuneConfig, ForgettingVariants, GEstimation, Preset,
                                SyntheticConfig, make_configs)
 
@@ -60,6 +61,21 @@ class RefusalChapter:
     reference: str = param("the language of the tuning data", default="en")
 
 
+@dataclass(frozen=True)
+class LanguageDoseChapter:
+    """Chapter 8, language-model part: which stored ICL results to compare."""
+    base: str = param("the pretrained model (a registry name)", default="gemma-3-270m")
+    english: str = param("the base after instruction tuning on English (chapter 5's model)",
+                         default="gemma-3-270m-instruct")
+    multilingual: str = param("the base after the same tuning on English, French and Spanish (made here)",
+                              default="gemma-3-270m-instruct-en-fr-es")
+    tuning_languages: list[str] = param("the languages of the multilingual tuning data",
+                                        default=["en", "fr", "es"])
+    lm_doses: list[str] = param("the English instruction tuning at several learning rates (made here)",
+                                default=["gemma-3-270m-instruct-lr3e-5", "gemma-3-270m-instruct",
+                                         "gemma-3-270m-instruct-lr3e-4", "gemma-3-270m-instruct-lr1e-3"])
+
+
 # (dataclass, optional): optional groups default to None, "take the value from the preset".
 _SYNTHETIC = ((Preset, False), (SyntheticConfig, True))
 _FINETUNED = _SYNTHETIC + ((FinetuneConfig, True),)
@@ -71,6 +87,7 @@ CHAPTERS = {
     "05_icl_vs_instructions": ((ICLChapter, False),),
     "06_code_tuning": ((CodeChapter, False),),
     "07_refusal_tuning": ((RefusalChapter, False),),
+    "08_dose_and_languages": _FINETUNED + ((dose.DoseGrid, False), (LanguageDoseChapter, False)),
 }
 
 
@@ -133,5 +150,9 @@ def check_values(stem: str, values: dict) -> None:
         refusal.check_chapter(**checked)
         return
     synthetic = set(specs(Preset)) | set(specs(SyntheticConfig)) | set(specs(FinetuneConfig))
-    make_configs(**{k: v for k, v in checked.items() if k in synthetic})
+    _, ft = make_configs(**{k: v for k, v in checked.items() if k in synthetic})
+    if stem == "08_dose_and_languages":
+        grid = dose.check_grid(dose.DoseGrid(**{k: checked[k] for k in specs(dose.DoseGrid)}))
+        dose.check_doses(grid, ft)
+        suppression.check_chapter(**{k: checked[k] for k in specs(LanguageDoseChapter)})
 

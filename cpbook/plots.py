@@ -393,7 +393,8 @@ def revival_figure(history: pd.DataFrame, pretrained_level: dict[str, float]):
         for start, t in history[history["prior"] == prior].groupby("start", sort=False):
             ax.plot(t["step"], t["error"], "o-", ms=3, lw=1.4, color=colours.get(start), label=f"from the {start} model")
         ax.axhline(pretrained_level[prior], color=PALETTE["pretrained"], ls="--", lw=1, label="pretrained model")
-        _label(ax, f"{prior} prompts", "steps of training on D_cont", "held-out error / d (k >= 1)")
+        _label(ax, f"{prior} prompts", "steps of training on D_cont", "held-out error / d (k >= 1, log scale)",
+               bottom=None)
         ax.set_yscale("log")
     fig.tight_layout()
     return fig

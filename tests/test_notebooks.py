@@ -68,6 +68,7 @@ def test_cpbook_list_shows_value_range_and_description(capsys):
     ("04_conjugate_prompting", "gammas", [1.0, -2.0], ["'gammas'", "out of range"]),
     ("06_code_tuning", "languages", ["en", "ja"], ["'languages'", "'ja'"]),
     ("07_refusal_tuning", "tuned", ["gemma-3-270m-refusal-xl"], ["'tuned'", "unknown model"]),
+    ("08_dose_and_languages", "dose_steps", [25, 30], ["'dose_steps'", "[30]", "'monitor_every'"]),
 ])
 def test_bad_parameter_stops_the_first_cell_and_writes_nothing(tmp_path, monkeypatch, chapter, name, value, words):
     cache = tmp_path / "cache"
@@ -99,6 +100,10 @@ def test_bad_parameter_stops_the_first_cell_and_writes_nothing(tmp_path, monkeyp
     ("06", "cross_family", "['gpt-5']", ["unknown model 'gpt-5'"]),
     ("07", "surfaces", "['en', 'sw']", ["'surfaces'", "'sw'"]),
     ("07", "tuned", "['gemma-3-270m']", ["name a model twice"]),
+    ("08", "dose_lrs", "[0.001, 0.001]", ["'dose_lrs'", "names a value twice"]),
+    ("08", "lm_doses", "['gemma-3-270m']", ["'lm_doses'", "names the base"]),
+    ("08", "tuning_languages", "['en', 'sw']", ["'tuning_languages'", "'sw'"]),
+    ("08", "multilingual", "smollm2-135m-instruct-fr", ["'multilingual'", "unknown model"]),
 ])
 def test_cli_checks_names_and_values_before_starting_a_kernel(monkeypatch, chapter, name, value, words):
     monkeypatch.setattr(pm, "execute_notebook", lambda *a, **k: pytest.fail("a kernel was started"))

@@ -268,7 +268,15 @@ def overwriting_table(results: dict[str, pd.DataFrame], base: str, lm_doses, dos
         rows[name] = {"lr": f"{ref['lr']:g}", "control drop, all surfaces": iv.mean, "low": iv.low, "high": iv.high,
                       f"conflict drop, {reference}": ref["conflict_drop"],
                       f"margin shift, {reference}": ref["margin_shift"]}
-    return pd.DataFrame(rows).T.sort_values("lr", key=lambda lr: lr.astype(float))
+    return pd.DataFrame.from_dict(rows, orient="index").sort_values("lr", key=lambda lr: lr.astype(float))
+
+
+def reference_gap_by_dose(results: dict[str, pd.DataFrame], base: str, doses, surfaces, reference: str = "en",
+                          column: str = "margin_shift", level: float = stats.LEVEL_ASSERTS) -> pd.DataFrame:
+    """Per dose and surface: the reference's shift minus the surface's, paired by question
+    (`analysis.gap_vs_reference`). Positive: the reference language lost more."""
+    return pd.concat([analysis.gap_vs_reference(results[base], results[name], surfaces, reference, column, level)
+                      .assign(model=name) for name in doses], ignore_index=True)
 
 
 def overwriting_dose(table: pd.DataFrame) -> str | None:

@@ -193,7 +193,7 @@ def dose_table(cfg: SyntheticConfig, ft: FinetuneConfig, grid: DoseGrid, ref: Re
 
 
 # --- the stored grid ----------------------------------------------------------------------------
-# The grid takes about 5 minutes on 2 cores (one 400-step run per learning rate, 60 s each here,
+# The grid takes about 8 minutes on 2 cores (one 400-step run per learning rate, 60 s each here,
 # and the measurements), too long beside the rest of `make test`. So the chapter's grid is
 # computed by `python -m cpbook.synthetic.dose`, stored with its provenance, and loaded by the
 # chapter when the chapter's parameters are the stored run's; any other parameters are computed
