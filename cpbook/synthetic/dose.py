@@ -32,7 +32,7 @@ from tqdm.auto import tqdm
 from .. import cache, results, stats
 from ..params import ParameterError, param
 from ..provenance import committed_provenance, provenance
-from .config import FinetuneConfig, SyntheticConfig
+from .config import FinetuneConfig, SyntheticConfig, make_configs
 from .conjugate import conjugate_predict
 from .evaluate import Evaluation, errors_by_k, eval_prompts, evaluate, paired_gap
 from .forgetting import closest_minus_farthest, locality_rows
@@ -369,7 +369,6 @@ def steps_to_recover(history: pd.DataFrame, pretrained_error: float, damaged_err
 
 def main() -> None:
     """Store the chapter's dose grid (its default parameters, the `cpu` preset)."""
-    from .config import make_configs
     cfg, ft = make_configs("cpu")
     table = store_grid(cfg, ft, DoseGrid())
     print(f"stored {len(table)} rows in {TABLE}")
