@@ -12,6 +12,8 @@ import fcntl
 from contextlib import contextmanager
 from pathlib import Path
 
+import pandas as pd
+
 from cpbook import cache
 
 SUMS = "SHA256SUMS"
@@ -83,6 +85,19 @@ def check(path: Path) -> Path:
 
 def read_json(path: Path):
     return cache.read_json(check(path))
+
+
+def read_table(csv: Path, meta: Path, columns, read=pd.read_csv):
+    """A stored table and its record, both checked against their SHA-256, the table's columns
+    against `columns` and its length against the record's "rows"; StoredResultError names the
+    file on any mismatch. `read` parses the checked CSV (a reader that keeps empty text, say)."""
+    record = read_json(meta)
+    table = read(check(csv))
+    require_columns(table, columns, csv)
+    if len(table) != record["rows"]:
+        raise StoredResultError(f"stored result {csv} holds {len(table)} rows, its record "
+                                f"{Path(meta).name} says {record['rows']}")
+    return table, record
 
 
 def require_columns(table, columns, path: Path) -> None:

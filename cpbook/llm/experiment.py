@@ -221,13 +221,7 @@ def load_results(model: str, n_demos: int = PAPER_DEMOS,
             f"no stored ICL results for {model!r} with {n_demos} demonstrations in "
             f"{Path(results_dir).name}/ ({stored}); compute them with\n"
             f"    python -m cpbook.llm.experiment {model} --n-demos {n_demos}")
-    record = results.read_json(meta)
-    table = read_rows(results.check(csv))
-    results.require_columns(table, ROW_KEY + ["control"] + SCORES, csv)
-    if len(table) != record["rows"]:
-        raise results.StoredResultError(f"stored result {csv} holds {len(table)} rows, its record "
-                                        f"{meta.name} says {record['rows']}")
-    return table, record
+    return results.read_table(csv, meta, ROW_KEY + ["control"] + SCORES, read_rows)
 
 
 def run_of(record: dict) -> ICLRun:

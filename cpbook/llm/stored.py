@@ -53,13 +53,7 @@ def load(folder: Path, stem: str, columns: list[str], command: str) -> tuple[pd.
     if not csv.exists() or not meta.exists():
         raise FileNotFoundError(f"no stored results {csv.name} in {Path(folder).name}/; compute them with\n"
                                 f"    {command}")
-    record = results.read_json(meta)
-    table = read_rows(results.check(csv))
-    results.require_columns(table, columns, csv)
-    if len(table) != record["rows"]:
-        raise results.StoredResultError(f"stored result {csv} holds {len(table)} rows, its record "
-                                        f"{meta.name} says {record['rows']}")
-    return table, record
+    return results.read_table(csv, meta, columns, read_rows)
 
 
 def tuning_record(folder: Path, model: str) -> dict | None:

@@ -16,6 +16,7 @@ from .evaluate import Evaluation, errors_by_k, paired_gap
 from .forgetting import damage_by_bin
 from .inference import estimate_g, g_table
 from .reference import compare_with_reference, paper_scale_baselines
+from .runs import finetune_trajectory  # noqa: F401  (chapter 2 calls it as chapter.finetune_trajectory)
 from .tasks import Prior, Prompts, sample_prompts
 
 
@@ -100,15 +101,6 @@ def gap_closed(claims: pd.DataFrame, model: str = "transformer") -> pd.Series:
 def paper_scale_reference(level: float = LEVEL_ASSERTS) -> pd.DataFrame:
     out = compare_with_reference(paper_scale_baselines(), level)
     return out.round({"ours": 3, "tolerance": 3})
-
-
-def finetune_trajectory(history: list[dict], k_min: int = 1) -> pd.DataFrame:
-    """Held-out error / d (averaged over k >= k_min) at each monitored fine-tuning step."""
-    rows = []
-    for h in history:
-        for prior, per_k in h.get("monitor", {}).items():
-            rows.append(dict(step=h["step"], prior=prior, error=sum(per_k[k_min:]) / len(per_k[k_min:])))
-    return pd.DataFrame(rows)
 
 
 def mean_error(errors: pd.DataFrame, k_min: int = 1) -> dict[str, dict[str, float]]:

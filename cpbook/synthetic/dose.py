@@ -38,7 +38,7 @@ from .evaluate import Evaluation, errors_by_k, eval_prompts, evaluate, paired_ga
 from .forgetting import closest_minus_farthest, locality_rows
 from .inference import estimate_g, g_matched_alpha
 from .model import InContextRegressor
-from .runs import build_model, finetune_spec, finetune_tasks, finetuned, monitor_errors, pretrained
+from .runs import build_model, finetune_model, finetune_trajectory, finetuned, monitor_errors, pretrained
 from .tasks import Prior, Prompts
 from .train import TrainSpec, train
 
@@ -238,12 +238,7 @@ def store_grid(cfg: SyntheticConfig, ft: FinetuneConfig, grid: DoseGrid, level: 
 
 def load_grid() -> tuple[pd.DataFrame, dict]:
     """The stored table and its record, checked (checksum, columns, row count)."""
-    record = results.read_json(RECORD)
-    table = pd.read_csv(results.check(TABLE))
-    results.require_columns(table, COLUMNS, TABLE)
-    if len(table) != record["rows"]:
-        raise results.StoredResultError(f"stored result {TABLE} holds {len(table)} rows, its record says {record['rows']}")
-    return table, record
+    return results.read_table(TABLE, RECORD, COLUMNS)
 
 
 def grid_table(cfg: SyntheticConfig, ft: FinetuneConfig, grid: DoseGrid, ref: Reference,
@@ -260,13 +255,8 @@ def grid_table(cfg: SyntheticConfig, ft: FinetuneConfig, grid: DoseGrid, ref: Re
 def dose_model_now(cfg: SyntheticConfig, ft: FinetuneConfig, lr: float, steps: int, run_steps: int):
     """The model of dose (lr, steps), trained now without the cache: the fine-tuning run of
     `run_steps` steps at lr, stopped after `steps` (what its snapshot holds)."""
-    base = pretrained(cfg, progress=False)
-    model = build_model(cfg)
-    model.load_state_dict(base.model.state_dict())
-    model.train()
     run = replace(ft, ft_lr=lr, ft_steps=run_steps)
-    train(model, Prior(tasks=finetune_tasks(cfg, run, base.tasks), tau=cfg.tau, alpha=1.0 - run.ft_replay),
-          finetune_spec(cfg, run), stop_after=steps, progress=False)
+    model, _ = finetune_model(cfg, run, pretrained(cfg, progress=False), stop_after=steps, progress=False)
     return model.eval()
 
 
@@ -344,17 +334,15 @@ def revival(cfg: SyntheticConfig, ft: FinetuneConfig, steps: int, every: int, tu
         return {"histories": histories, **provenance()}
 
     folder = cache.build("revival", key, make)
-    rows = []
-    for name, history in cache.read_entry(folder)["histories"].items():
-        for h in history:
-            for prior, per_k in h.get("monitor", {}).items():
-                rows.append({"start": name, "step": h["step"], "prior": prior, "error": float(np.mean(per_k[1:]))})
+    histories = cache.read_entry(folder)["histories"]
+    trajectory = pd.concat([finetune_trajectory(history, k_min=1).assign(start=name)
+                            for name, history in histories.items()], ignore_index=True)
     models = {}
     for name in starts:
         model = build_model(cfg)
         model.load_state_dict(cache.load_tensors(folder / f"{name}.safetensors"))
         models[name] = model.eval()
-    return Revival(pd.DataFrame(rows), models)
+    return Revival(trajectory, models)
 
 
 def steps_to_recover(history: pd.DataFrame, pretrained_error: float, damaged_error: float,

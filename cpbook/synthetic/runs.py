@@ -11,6 +11,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import pandas as pd
 import torch
 
 from .. import cache
@@ -116,11 +117,32 @@ def monitor_errors(cfg: SyntheticConfig, tasks: torch.Tensor, n_prompts: int = 5
     return monitor
 
 
+def finetune_trajectory(history: list[dict], k_min: int = 1) -> pd.DataFrame:
+    """Held-out error / d (averaged over k >= k_min) at each monitored fine-tuning step."""
+    rows = []
+    for h in history:
+        for prior, per_k in h.get("monitor", {}).items():
+            rows.append(dict(step=h["step"], prior=prior, error=sum(per_k[k_min:]) / len(per_k[k_min:])))
+    return pd.DataFrame(rows)
+
+
 def finetune_spec(cfg: SyntheticConfig, ft: FinetuneConfig) -> TrainSpec:
     """Constant learning rate after a short warm-up (min_lr_ratio = 1)."""
     return TrainSpec(steps=ft.ft_steps, lr=ft.ft_lr, batch_size=ft.ft_batch_size, sigma=cfg.sigma,
                      data_seed=ft.ft_data_seed, warmup_steps=min(20, ft.ft_steps // 10),
                      min_lr_ratio=1.0, checkpoint_every=max(50, ft.ft_steps // 4))
+
+
+def finetune_model(cfg: SyntheticConfig, ft: FinetuneConfig, base: Pretrained, **train_options):
+    """A copy of the pretrained model fine-tuned for `ft` now (no cache): on D_disc of the
+    fine-tuning tasks, with `ft_replay` of D_cont. `train_options` go to `train` (run_dir,
+    stop_after, progress, desc, monitor, monitor_every). Returns (model, history)."""
+    model = build_model(cfg)
+    model.load_state_dict(base.model.state_dict())     # a copy: the caller may still use base.model
+    model.train()
+    prior = Prior(tasks=finetune_tasks(cfg, ft, base.tasks), tau=cfg.tau, alpha=1.0 - ft.ft_replay)
+    history = train(model, prior, finetune_spec(cfg, ft), **train_options)
+    return model, history
 
 
 def finetuned(cfg: SyntheticConfig, ft: FinetuneConfig, progress: bool = True) -> Finetuned:
@@ -145,12 +167,9 @@ def finetuned(cfg: SyntheticConfig, ft: FinetuneConfig, progress: bool = True) -
                 cache.save_tensors(work / f"step{steps_done}.safetensors", m.state_dict(), checked=True)
             return held_out(m, steps_done)
 
-        model = build_model(cfg)
-        model.load_state_dict(base.model.state_dict())     # a copy: the caller may still use base.model
-        model.train()
-        history = train(model, Prior(tasks=tasks, tau=cfg.tau, alpha=1.0 - ft.ft_replay), finetune_spec(cfg, ft),
-                        run_dir=work, progress=progress, desc=f"fine-tuning on D_disc (lr {ft.ft_lr:g})",
-                        monitor=monitor, monitor_every=ft.monitor_every)
+        model, history = finetune_model(cfg, ft, base, run_dir=work, progress=progress,
+                                        desc=f"fine-tuning on D_disc (lr {ft.ft_lr:g})",
+                                        monitor=monitor, monitor_every=ft.monitor_every)
         cache.save_tensors(folder / "model.safetensors", model.state_dict())
         for snapshot in sorted(work.glob("step*.safetensors")):
             if not cache.intact(snapshot):
