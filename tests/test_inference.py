@@ -4,12 +4,15 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from scipy.special import expit
 
+from cpbook import stats
 from cpbook.synthetic.bayes import bayes_predictions
 from cpbook.synthetic.conjugate import conjugate_bayes, conjugate_predict, gamma_rules, scale_labels
 from cpbook.synthetic.evaluate import errors_by_k, evaluate, output_matched_alpha
 from cpbook.synthetic.forgetting import closest_minus_farthest, locality_rows
-from cpbook.synthetic.inference import estimate_g, g_matched_alpha, g_matched_alphas, g_table
+from cpbook.synthetic.inference import (estimate_g, g_matched_alpha, g_matched_alpha_interval, g_matched_alphas,
+                                        g_table)
 from cpbook.synthetic.tasks import Prior, discrete_tasks, sample_prompts
 
 D, N, SIGMA, TAU = 3, 4, 0.5, 1.0
@@ -51,6 +54,20 @@ def test_g_matched_alphas_read_each_models_prior_weight_with_an_interval():
     for name, a in (("low", 0.1), ("high", 0.8)):
         assert abs(fits.loc[name, "estimate"] - a) < 0.01
         assert fits.loc[name, "low"] <= fits.loc[name, "estimate"] <= fits.loc[name, "high"]
+
+
+def test_the_bootstrap_of_the_g_matched_alpha_is_that_of_refitting_each_replicate():
+    """g_matched_alpha_interval finds each replicate's grid cell from per-row sums; it must give
+    the interval of refitting g_matched_alpha on every resampled set of rows, NaNs included."""
+    rng = np.random.default_rng(3)
+    llr = rng.normal(0, 3, size=(150, 6))
+    g = expit(np.log(0.3 / 0.7) + llr) + rng.normal(0, 0.1, size=llr.shape)
+    g[rng.uniform(size=g.shape) < 0.05] = np.nan
+    fast = g_matched_alpha_interval(g, llr, n_boot=40, seed=5)
+    slow = stats.bootstrap_interval(lambda idx: g_matched_alpha(g[idx], llr[idx]), len(g), n_boot=40, seed=5)
+    assert np.allclose([fast.mean, fast.low, fast.high], [g_matched_alpha(g, llr), slow.low, slow.high],
+                       rtol=1e-9, atol=1e-12)
+    assert 0.2 < fast.mean < 0.4
 
 
 def test_output_matched_alpha_reads_the_prior_weight_off_predictions():

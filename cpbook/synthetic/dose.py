@@ -224,9 +224,8 @@ def store_grid(cfg: SyntheticConfig, ft: FinetuneConfig, grid: DoseGrid, level: 
     pre = pretrained(cfg, progress=progress)
     ref = reference(cfg, pre.model, pre.tasks, grid.dose_prompts, grid.dose_g_prompts)
     table = dose_table(cfg, ft, grid, ref, level, progress)
-    runs = {f"{lr:g}": cache.sha256_file(finetuned(cfg, replace(ft, ft_lr=lr, ft_steps=max(grid.dose_steps)),
-                                                   progress=False).run_dir / "model.safetensors")
-            for lr in grid.dose_lrs}
+    runs = {f"{lr:g}": finetuned(cfg, replace(ft, ft_lr=lr, ft_steps=max(grid.dose_steps)), progress=False
+                                 ).weights_sha256() for lr in grid.dose_lrs}
     record = {"run": run_key(cfg, ft, grid, level), "rows": len(table),
               "checksum": {"pretrained_sha256": cache.sha256_file(pre.run_dir / "model.safetensors"),
                            "finetuned_sha256": runs},
@@ -234,6 +233,12 @@ def store_grid(cfg: SyntheticConfig, ft: FinetuneConfig, grid: DoseGrid, level: 
     results.write_text(TABLE, table.to_csv(index=False))
     results.write_json(RECORD, record)
     return table
+
+
+def stored_run_sha256(record: dict, lr: float) -> str | None:
+    """The SHA-256 the stored grid recorded for the last weights of its run at `lr` (None when
+    it has no run at that rate)."""
+    return record["checksum"]["finetuned_sha256"].get(f"{lr:g}")
 
 
 def load_grid() -> tuple[pd.DataFrame, dict]:

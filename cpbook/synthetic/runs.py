@@ -89,6 +89,10 @@ class Finetuned:
         """The step counts the run saved the model at (every monitored step)."""
         return sorted(int(p.stem[len("step"):]) for p in self.run_dir.glob("step*.safetensors"))
 
+    def weights_sha256(self) -> str:
+        """The SHA-256 of the run's final weights file (what stored results record)."""
+        return cache.sha256_file(self.run_dir / "model.safetensors")
+
     def at(self, steps: int) -> InContextRegressor:
         """The model after `steps` of the run's steps (chapter 8's doses): one of snapshot_steps."""
         if steps not in self.snapshot_steps:
