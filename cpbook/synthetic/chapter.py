@@ -6,7 +6,7 @@ from dataclasses import asdict
 
 import pandas as pd
 
-from .. import plots
+from .. import plots, verdicts
 from ..params import check_all, notebook_values, specs
 from ..stats import LEVEL_ASSERTS
 from .bayes import bayes_predictions
@@ -96,6 +96,65 @@ def gap_closed(claims: pd.DataFrame, model: str = "transformer") -> pd.Series:
     return pd.Series({prior: 1 - claims.loc[f"{model} - mixture on {prior}, all k", "mean"]
                       / claims.loc[f"wrong prior - mixture on {prior}, all k", "mean"]
                       for prior in ("D_disc", "D_cont")}, name="share of the gap closed").round(2)
+
+
+CLOSE_TO_MIXTURE = 0.9   # "close to the Bayes mixture": at least 90% of the gap closed
+
+
+def mixture_verdict(claims: pd.DataFrame, model: str = "transformer") -> tuple[str, str]:
+    """(result, verdict) of the paper's claim that the pretrained model is close to the Bayes
+    mixture on both priors. Per prior, from the 99% intervals of `claims`: reproduced when the
+    model closes at least CLOSE_TO_MIXTURE of the gap (model - mixture below that share of
+    wrong - mixture at the ends of both intervals), partly when it closes more than half, not
+    reproduced otherwise."""
+    closed = gap_closed(claims, model)
+    parts = []
+    for prior in closed.index:
+        excess = claims.loc[f"{model} - mixture on {prior}, all k"]
+        gap = claims.loc[f"wrong prior - mixture on {prior}, all k"]
+        if excess["high"] < (1 - CLOSE_TO_MIXTURE) * gap["low"]:
+            parts.append(verdicts.REPRODUCED)
+        elif excess["high"] < gap["low"] / 2:
+            parts.append(verdicts.PARTLY)
+        else:
+            parts.append(verdicts.NOT_REPRODUCED)
+    text = ", ".join(f"{closed[p]:.0%} of the gap closed on {p}" for p in closed.index)
+    return text, verdicts.combined(parts)
+
+
+def suppression_verdict(fits: pd.DataFrame, damage_bins: pd.DataFrame) -> tuple[str, str]:
+    """(result, verdict) of "fine-tuning mostly moves g: suppression, not erasure", in two parts:
+    the g-matched alpha rises (the 99% intervals of `fits` do not overlap), and where the
+    fine-tuned model's own g_theta is lowest (the first bin of `damage_bins`) D_cont is not
+    significantly worse than before (suppression alone would leave it intact there)."""
+    pre, tuned = fits.loc["pretrained"], fits.loc["fine-tuned"]
+    lowest = damage_bins.iloc[0]
+    parts = [verdicts.REPRODUCED if tuned["low"] > pre["high"] else verdicts.NOT_REPRODUCED,
+             verdicts.REPRODUCED if lowest["low"] <= 0 else verdicts.NOT_REPRODUCED]
+    text = (f"g-matched alpha {pre['estimate']:.2f} before, {tuned['estimate']:.2f} after; D_cont damage where "
+            f"g_theta is lowest {lowest['damage']:.3f} [{lowest['low']:.3f}, {lowest['high']:.3f}]")
+    return text, verdicts.combined(parts)
+
+
+def conjugate_verdict(errors: pd.DataFrame, ks, gamma: float = 2.0, level: float = LEVEL_ASSERTS) -> tuple[str, str]:
+    """(result, verdict) of "conjugate prompting recovers the pretrained ability on D_cont at small
+    k", in two parts: the fine-tuned model's D_cont error at `ks` falls under the transform, and
+    it falls back to the pretrained model's (not significantly above it). `errors` is
+    conjugate_errors' table (predictor, gamma, prior, prompt, k, error)."""
+    cont = errors[errors["prior"] == "D_cont"]
+
+    def run(predictor, g, name):
+        return cont[(cont["predictor"] == predictor) & (cont["gamma"] == g)].assign(predictor=name)
+
+    plain, pretrained, conjugate = run("fine-tuned", 1.0, "plain"), run("pretrained", 1.0, "pretrained"), \
+        run("fine-tuned", gamma, "conjugate")
+    damage = paired_gap(pd.concat([plain, pretrained]), "D_cont", "plain", "pretrained", ks, level)
+    recovery = paired_gap(pd.concat([conjugate, plain]), "D_cont", "conjugate", "plain", ks, level)
+    left = paired_gap(pd.concat([conjugate, pretrained]), "D_cont", "conjugate", "pretrained", ks, level)
+    text = (f"gamma {gamma:g} recovers {-recovery.mean / damage.mean:.0%} of the D_cont damage at k <= {max(ks)}; "
+            f"still {verdicts.interval_text(left, 3)} above the pretrained model")
+    return text, verdicts.combined([verdicts.by_sign(recovery, -1),
+                                    verdicts.REPRODUCED if left.low <= 0 else verdicts.NOT_REPRODUCED])
 
 
 def paper_scale_reference(level: float = LEVEL_ASSERTS) -> pd.DataFrame:
