@@ -210,5 +210,6 @@ def test_every_page_renders_offline(browser):
         found, events = browser.visit(page.as_uri())
         if found_problems := problems(found, events):
             report[str(page.relative_to(HTML))] = found_problems
-    assert not report, "pages that do not render offline:\n" + "\n".join(
-        f"  {page}: " + "\n    ".join(lines) for page, lines in report.items())
+    listed = "\n".join(f"  {page}: " + "\n    ".join(lines) for page, lines in report.items())
+    assert not report, (f"pages that do not render offline:\n{listed}\n(a page that the build no longer "
+                        f"makes stays in _build/html from an older one: `make clean` removes it)")
