@@ -12,6 +12,9 @@ from __future__ import annotations
 
 import json
 import math
+import signal
+import threading
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -19,9 +22,8 @@ from typing import Callable
 import torch
 from safetensors import safe_open
 from torch import nn
-from tqdm.auto import tqdm
 
-from cpbook import cache
+from cpbook import cache, console
 
 CHECKPOINT_FILE = "checkpoint.safetensors"
 
@@ -98,6 +100,49 @@ def load_checkpoint(path: Path, trainable: nn.Module, optimizer: torch.optim.Opt
     return int(meta["step"]), json.loads(meta["history"])
 
 
+# --- interruptions ---------------------------------------------------------------------------
+
+@contextmanager
+def steps_finish_before_ctrl_c():
+    """Hold a Ctrl-C (SIGINT) that arrives during a training step until the step is done, so an
+    interrupted run always has a whole step to checkpoint. Yields a function for the loop to call
+    between steps, which raises KeyboardInterrupt when one arrived; a second Ctrl-C interrupts at
+    once. Only where Ctrl-C would raise KeyboardInterrupt anyway (Python's own handler, which a
+    Jupyter kernel also sets while a cell runs) and in the main thread, where signals arrive."""
+    pending = []
+
+    def hold(signum, frame):
+        if pending:
+            raise KeyboardInterrupt
+        pending.append(signum)
+
+    def between_steps():
+        if pending:
+            raise KeyboardInterrupt
+
+    held = (threading.current_thread() is threading.main_thread()
+            and signal.getsignal(signal.SIGINT) is signal.default_int_handler)
+    if held:
+        signal.signal(signal.SIGINT, hold)
+    try:
+        yield between_steps
+    finally:
+        if held:
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
+def interrupted(desc: str, total: int, done: int | None, saved: int | None) -> str:
+    """What a rerun will do after an interruption: `done` steps were complete (None: stopped
+    while the optimizer moved the weights), the checkpoint holds `saved` (None: the run keeps
+    none)."""
+    where = "mid-step" if done is None else f"after {done} of {total} steps"
+    if saved is None:
+        return f"{desc}: interrupted {where}; this run keeps no checkpoint"
+    if not saved:
+        return f"{desc}: interrupted {where}; no checkpoint yet, a rerun starts from step 0"
+    return f"{desc}: interrupted {where}; a rerun resumes from the checkpoint at step {saved}"
+
+
 # --- the loop ---------------------------------------------------------------------------------
 
 def fit(model: nn.Module, loss_fn: Callable[[int], torch.Tensor], spec: FitSpec,
@@ -109,7 +154,9 @@ def fit(model: nn.Module, loss_fn: Callable[[int], torch.Tensor], spec: FitSpec,
     `loss_fn(step)` returns the loss of batch `step`. `trainable` is what the optimizer moves
     and the checkpoint holds (default: the whole model). With `run_dir`, a checkpoint is written
     every `spec.checkpoint_every` steps and at the end, and a later call resumes from it.
-    `stop_after` ends the call after that many steps, as an interruption would (for tests).
+    `stop_after` ends the call after that many steps, as an interruption would (for tests). A
+    Ctrl-C (KeyboardInterrupt) ends it too: with `run_dir`, the steps done so far are checkpointed
+    first (a Ctrl-C is held until the running step is done), so a rerun resumes from there.
     `monitor(steps_done)`, if given, runs before the first step and every `spec.monitor_every`
     steps; what it returns is recorded under "monitor". History entries: {"step", "loss", "lr"}
     every `spec.record_every` steps and at the last one, and {"step", "monitor"}.
@@ -123,32 +170,52 @@ def fit(model: nn.Module, loss_fn: Callable[[int], torch.Tensor], spec: FitSpec,
         start, history = load_checkpoint(checkpoint, trainable, optimizer)
 
     end = spec.steps if stop_after is None else min(spec.steps, stop_after)
+    if start:
+        console.say(f"{desc}: resuming from the checkpoint at step {start} of {spec.steps}")
     model.train()
-    bar = tqdm(range(start, end), desc=desc, disable=not progress, initial=start, total=spec.steps,
-               mininterval=2.0)
+    bar = console.progress(range(start, end), show=progress, desc=desc, initial=start, total=spec.steps,
+                           mininterval=2.0)
     running = None
-    if monitor is not None and start == 0:
-        history.append({"step": 0, "monitor": monitor(0)})
-        model.train()   # the monitor may have switched the model to eval mode
-    for step in bar:
-        lr = lr_at(step, spec.lr, spec.warmup_steps, spec.steps, spec.floor_ratio)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-        loss = loss_fn(step)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+    # `done`: steps whose update and records are complete, or None while the optimizer moves the
+    # weights (a checkpoint then would hold weights of no step count); `saved`: the steps the
+    # checkpoint holds (None: no run_dir, no checkpoint)
+    done, saved = start, (start if checkpoint is not None else None)
+    with steps_finish_before_ctrl_c() as between_steps:
+        try:
+            if monitor is not None and start == 0:
+                history.append({"step": 0, "monitor": monitor(0)})
+                model.train()   # the monitor may have switched the model to eval mode
+            for step in bar:
+                between_steps()
+                lr = lr_at(step, spec.lr, spec.warmup_steps, spec.steps, spec.floor_ratio)
+                for group in optimizer.param_groups:
+                    group["lr"] = lr
+                loss = loss_fn(step)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                done = None
+                optimizer.step()
 
-        value = loss.item()
-        running = value if running is None else 0.98 * running + 0.02 * value
-        if step % spec.record_every == 0 or step == spec.steps - 1:
-            history.append({"step": step, "loss": value, "lr": lr})
-            bar.set_postfix(loss=f"{running:.3f}", refresh=False)
-        if monitor is not None and spec.monitor_every and (step + 1) % spec.monitor_every == 0:
-            history.append({"step": step + 1, "monitor": monitor(step + 1)})
-            model.train()
-        if checkpoint is not None and ((step + 1) % spec.checkpoint_every == 0 or step + 1 == end):
-            save_checkpoint(checkpoint, trainable, optimizer, step + 1, history)
+                value = loss.item()
+                running = value if running is None else 0.98 * running + 0.02 * value
+                if step % spec.record_every == 0 or step == spec.steps - 1:
+                    history.append({"step": step, "loss": value, "lr": lr})
+                    bar.set_postfix(loss=f"{running:.3f}", refresh=False)
+                if monitor is not None and spec.monitor_every and (step + 1) % spec.monitor_every == 0:
+                    history.append({"step": step + 1, "monitor": monitor(step + 1)})
+                    model.train()
+                if checkpoint is not None and ((step + 1) % spec.checkpoint_every == 0 or step + 1 == end):
+                    save_checkpoint(checkpoint, trainable, optimizer, step + 1, history)
+                    saved = step + 1
+                done = step + 1
+            between_steps()
+        except KeyboardInterrupt:
+            bar.close()
+            if saved is not None and done is not None and done > saved:
+                save_checkpoint(checkpoint, trainable, optimizer, done, history)
+                saved = done
+            console.say(interrupted(desc, spec.steps, done, saved))
+            raise
     bar.close()
     model.eval()
     return history

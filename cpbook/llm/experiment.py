@@ -21,9 +21,8 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from tqdm.auto import tqdm
 
-from cpbook import cache, results
+from cpbook import cache, console, results
 from cpbook.llm import models, prompts, score
 from cpbook.params import add_options, param, param_like, validate
 from cpbook.provenance import committed_provenance
@@ -159,7 +158,7 @@ def run_icl(run: ICLRun, out_dir: Path = RESULTS, progress: bool = True) -> pd.D
     t0 = time.time()
     if todo:
         model, tokenizer = models.load(run.model)
-        for surface in tqdm(todo, desc=f"scoring {run.model}", disable=not progress):
+        for surface in console.progress(todo, show=progress, desc=f"scoring {run.model}"):
             rows = prompt_table(run, [surface])
             part = score_rows(model, tokenizer, rows, run)
             cache.write_text(work / f"{surface}.csv", part.to_csv(index=False), checked=True)

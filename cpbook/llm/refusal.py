@@ -21,9 +21,8 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import pandas as pd
-from tqdm.auto import tqdm
 
-from cpbook import cache
+from cpbook import cache, console
 from cpbook.llm import experiment, models, paired, refusal_data, score, stored, transforms
 from cpbook.params import ParameterError, add_options, named, param, validate
 from cpbook.provenance import committed_provenance
@@ -166,7 +165,7 @@ def run(r: RefusalRun, out_dir: Path = RESULTS, progress: bool = True) -> pd.Dat
     t0 = time.time()
     if todo:
         model, tokenizer = models.load(r.model)
-        for surface in tqdm(todo, desc=f"decoding {r.model}", disable=not progress):
+        for surface in console.progress(todo, show=progress, desc=f"decoding {r.model}"):
             part = score_rows(model, tokenizer, prompt_table(surface), r.max_new_tokens, r.batch_size, r.bos)
             cache.write_text(work / f"{surface}.csv", part.to_csv(index=False), checked=True)
     table = pd.concat([stored.read_rows(work / f"{s}.csv") for s in r.surfaces], ignore_index=True)

@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Callable
 import torch
 from torch import nn
 
-from cpbook import cache
+from cpbook import cache, console
 from cpbook.fit import FitSpec, default_device, fit
 from cpbook.llm import code_data, instruct_data, refusal_data
 from cpbook.llm.batching import encode, left_pad, pad_id, positions
@@ -217,4 +217,4 @@ def tune(cfg: TuneConfig, base_checksum: dict, load_base: Callable[[], tuple], p
                 "weights_sha256": {w.name: cache.sha256_file(w) for w in sorted(folder.glob("*.safetensors"))},
                 **provenance()}
 
-    return cache.build(KIND, key, make)
+    return console.cached(f"{cfg.base} tuned on {cfg.data}", KIND, key, make, verb="tuned")

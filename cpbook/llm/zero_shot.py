@@ -28,9 +28,8 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from tqdm.auto import tqdm
 
-from cpbook import cache
+from cpbook import cache, console
 from cpbook.llm import experiment, models, paired, score, stored
 from cpbook.params import ParameterError, add_options, named, param, validate
 from cpbook.provenance import committed_provenance
@@ -190,7 +189,7 @@ def run(r: ZeroShotRun, out_dir: Path = RESULTS, progress: bool = True) -> pd.Da
     t0 = time.time()
     if todo:
         model, tokenizer = models.load(r.model)
-        for language in tqdm(todo, desc=f"scoring {r.model} on {r.task}", disable=not progress):
+        for language in console.progress(todo, show=progress, desc=f"scoring {r.model} on {r.task}"):
             part = score_rows(model, tokenizer, prompt_table(r.task, language), r.task, r.batch_size, r.bos)
             cache.write_text(work / f"{language}.csv", part.to_csv(index=False), checked=True)
     table = pd.concat([stored.read_rows(work / f"{lang}.csv") for lang in r.languages], ignore_index=True)

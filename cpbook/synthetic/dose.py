@@ -27,9 +27,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from tqdm.auto import tqdm
 
-from .. import cache, results, stats
+from .. import cache, console, results, stats
 from ..params import ParameterError, param
 from ..provenance import committed_provenance, provenance
 from .config import FinetuneConfig, SyntheticConfig, make_configs
@@ -183,7 +182,7 @@ def dose_table(cfg: SyntheticConfig, ft: FinetuneConfig, grid: DoseGrid, ref: Re
     check_doses(grid, ft)
     rows = []
     doses = [(lr, s) for lr in grid.dose_lrs for s in grid.dose_steps]
-    bar = tqdm(total=len(doses), desc="measuring the doses", disable=not progress)
+    bar = console.progress(total=len(doses), show=progress, desc="measuring the doses")
     for lr in grid.dose_lrs:
         for s, model in dose_models(cfg, ft, lr, grid.dose_steps, progress=progress).items():
             rows += [{"lr": lr, "steps": s, **r} for r in measure_dose(ref, model, level)]
@@ -253,7 +252,9 @@ def grid_table(cfg: SyntheticConfig, ft: FinetuneConfig, grid: DoseGrid, ref: Re
     check_grid(grid)
     check_doses(grid, ft)
     if RECORD.exists() and cache.read_json(RECORD)["run"] == run_key(cfg, ft, grid, level):
+        console.say(f"dose grid: the stored table ({TABLE.name})")
         return load_grid()
+    console.say("dose grid: not stored for these parameters, measured now")
     return dose_table(cfg, ft, grid, ref, level, progress), None
 
 
@@ -338,7 +339,7 @@ def revival(cfg: SyntheticConfig, ft: FinetuneConfig, steps: int, every: int, tu
             cache.save_tensors(folder / f"{name}.safetensors", model.state_dict())
         return {"histories": histories, **provenance()}
 
-    folder = cache.build("revival", key, make)
+    folder = console.cached("revival runs on D_cont", "revival", key, make)
     histories = cache.read_entry(folder)["histories"]
     trajectory = pd.concat([finetune_trajectory(history, k_min=1).assign(start=name)
                             for name, history in histories.items()], ignore_index=True)

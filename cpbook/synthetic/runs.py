@@ -14,7 +14,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from .. import cache
+from .. import cache, console
 from ..fit import default_device
 from ..provenance import provenance
 from .config import FinetuneConfig, SyntheticConfig
@@ -70,7 +70,7 @@ def pretrained(cfg: SyntheticConfig, progress: bool = True) -> Pretrained:
         return {"history": history, "n_params": model.n_params(),
                 "train_seconds": round(time.time() - started, 1), **provenance()}
 
-    run = cache.build("pretrain", key, make)
+    run = console.cached("pretrained model", "pretrain", key, make)
     meta = cache.read_entry(run)
     return Pretrained(model=_load(build_model(cfg), run), tasks=cache.load_tensors(run / "tasks.safetensors")["tasks"],
                       history=meta["history"], run_dir=run, meta=meta)
@@ -149,6 +149,19 @@ def finetune_model(cfg: SyntheticConfig, ft: FinetuneConfig, base: Pretrained, *
     return model, history
 
 
+def finetune_key(cfg: SyntheticConfig, ft: FinetuneConfig) -> dict:
+    """What determines a fine-tuned run (its cache key): see `finetuned`."""
+    return {"pretrain": cfg.pretrain_key(), "finetune": asdict(ft), "eval_seed": cfg.eval_seed,
+            "snapshots": "every monitored step"}
+
+
+def describe_finetune(ft: FinetuneConfig) -> str:
+    """'fine-tuned model (400 steps at lr 0.001)', with the replay share and task seed if any."""
+    extra = (f", {ft.ft_replay:.0%} D_cont replay" if ft.ft_replay else "") + \
+        (f", task seed {ft.ft_task_seed}" if ft.ft_task_seed >= 0 else "")
+    return f"fine-tuned model ({ft.ft_steps} steps at lr {ft.ft_lr:g}{extra})"
+
+
 def finetuned(cfg: SyntheticConfig, ft: FinetuneConfig, progress: bool = True) -> Finetuned:
     """The chapter-1 model fine-tuned on D_disc (with `ft_replay` of D_cont) for `ft`: cached.
     The held-out errors monitored during fine-tuning are stored with the model, so what they
@@ -158,8 +171,7 @@ def finetuned(cfg: SyntheticConfig, ft: FinetuneConfig, progress: bool = True) -
     and keeps the snapshots it had saved."""
     base = pretrained(cfg, progress=progress)
     tasks = finetune_tasks(cfg, ft, base.tasks)
-    key = {"pretrain": cfg.pretrain_key(), "finetune": asdict(ft), "eval_seed": cfg.eval_seed,
-           "snapshots": "every monitored step"}
+    key = finetune_key(cfg, ft)
 
     def make(folder: Path) -> dict:
         work = cache.work_path("finetune", key)
@@ -181,6 +193,6 @@ def finetuned(cfg: SyntheticConfig, ft: FinetuneConfig, progress: bool = True) -
             shutil.copyfile(snapshot, folder / snapshot.name)
         return {"history": history, **provenance()}
 
-    run = cache.build("finetune", key, make)
+    run = console.cached(describe_finetune(ft), "finetune", key, make)
     return Finetuned(model=_load(build_model(cfg), run), tasks=tasks, history=cache.read_entry(run)["history"],
                      run_dir=run, cfg=cfg)
