@@ -1,18 +1,29 @@
 """`cpbook run` explains itself: progress and cache hits on the console (never in the notebook),
-and a checkpoint where training was interrupted, from which a rerun ends bit-identical."""
+one message for a failed or interrupted run, a warning before a long run without a GPU, and a
+checkpoint where training was interrupted, from which a rerun ends bit-identical."""
+import io
 import os
 import signal
+import subprocess
+import sys
+import threading
+import time
 from pathlib import Path
 
+import nbformat
+import papermill as pm
 import pytest
 import torch
 from safetensors import safe_open
 from tqdm.auto import tqdm as auto_bar
 
-from cpbook import console
+from cpbook import cache, cli, console
 from cpbook.fit import CHECKPOINT_FILE, FitSpec, fit
+from cpbook.synthetic.config import make_config
 from cpbook.synthetic.model import InContextRegressor, ModelSize
 from cpbook.synthetic.tasks import Prior, discrete_tasks, sample_prompts
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture
@@ -25,6 +36,12 @@ def console_file(tmp_path, monkeypatch):
     path = tmp_path / "console.txt"
     monkeypatch.setenv(console.ENV, str(path))
     return path
+
+
+@pytest.fixture(autouse=True)
+def keep_excepthook(monkeypatch):
+    """run_chapter installs cli.hide_traceback for the `cpbook` process; tests put back pytest's."""
+    monkeypatch.setattr(sys, "excepthook", sys.excepthook)
 
 
 # --- the console ----------------------------------------------------------------------------------
@@ -69,6 +86,204 @@ def test_a_cached_artifact_says_where_it_came_from_once(console_file, tmp_path, 
 def test_durations_read_as_a_person_would_say_them():
     assert [console.duration(s) for s in (42, 7 * 60, 3.5 * 3600, 16 * 86400)] == \
         ["42 s", "7 min", "3.5 h", "16 days"]
+
+
+def test_each_writer_starts_a_new_line_where_another_left_a_bar():
+    out = io.StringIO()
+    terminal = cli.Terminal(out)
+    terminal.write("\rExecuting: 5%", "papermill")
+    terminal.write("\rExecuting: 9%", "papermill")          # a bar redraws its own line
+    terminal.write("cpbook: pretrained model: from the cache\n", "kernel")
+    terminal.write("\rtraining: 50%", "kernel")
+    terminal.write("\rExecuting: 14%", "papermill")
+    assert out.getvalue() == ("\rExecuting: 5%\rExecuting: 9%\ncpbook: pretrained model: from the cache\n"
+                              "\rtraining: 50%\n\rExecuting: 14%")
+
+
+def test_the_kernel_console_is_shown_as_it_grows_and_the_environment_restored(no_console):
+    out = io.StringIO()
+    with cli.kernel_console(cli.Terminal(out), every_s=0.05) as path:
+        assert os.environ[console.ENV] == str(path)
+        with open(path, "a", encoding="utf-8") as f:
+            f.write("\rtraining: 1/2 █")
+            f.flush()
+            deadline = time.time() + 10
+            while "1/2" not in out.getvalue() and time.time() < deadline:
+                time.sleep(0.05)
+            assert "1/2 █" in out.getvalue()                   # shown while the block runs
+            f.write("\rtraining: 2/2 █\ncpbook: done\n")       # the last words, just before the end
+    assert out.getvalue() == "\rtraining: 1/2 █\rtraining: 2/2 █\ncpbook: done\n"
+    assert console.ENV not in os.environ and not path.exists()
+
+
+# --- a chapter in a real kernel ----------------------------------------------------------------------
+
+def tiny_notebook(folder: Path, *cells: str) -> Path:
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nb.cells = [nbformat.v4.new_code_cell("n = 3", metadata={"tags": ["parameters"]})]
+    nb.cells += [nbformat.v4.new_code_cell(source) for source in cells]
+    path = folder / "99_tiny.ipynb"
+    nbformat.write(nb, str(path))
+    return path
+
+
+def test_a_run_shows_the_kernels_progress_on_the_terminal_and_none_in_the_notebook(
+        tmp_path, monkeypatch, no_console, capsys):
+    monkeypatch.chdir(tmp_path)
+    path = tiny_notebook(tmp_path, "from cpbook import console\n"
+                                   "for _ in console.progress(range(n), show=False, desc='counting'):\n"
+                                   "    pass\n"
+                                   "console.say(f'counted to {n}')")
+    cli.run_chapter(path, {"n": 4}, tmp_path / "out.ipynb")
+    err = capsys.readouterr().err
+    assert "Executing" in err and "counting: 100%" in err and "4/4" in err and "cpbook: counted to 4\n" in err
+    nb = nbformat.read(str(tmp_path / "out.ipynb"), as_version=4)
+    assert nb.cells[-1].outputs == [] and nb.cells[-1].execution_count is not None
+    assert console.ENV not in os.environ
+
+
+def test_ctrl_c_stops_the_running_cell_in_the_kernel_with_one_message(tmp_path, monkeypatch, no_console, capsys):
+    """A real SIGINT to this process while a cell runs: it is passed to the kernel, the cell stops,
+    the next one never runs, and the run ends in one line and a KeyboardInterrupt."""
+    monkeypatch.chdir(tmp_path)
+    started = tmp_path / "started"
+    path = tiny_notebook(tmp_path, f"import pathlib, time\npathlib.Path({str(started)!r}).touch()\n"
+                                   "time.sleep(120)",
+                         "print('never')")
+
+    def press_ctrl_c():
+        deadline = time.time() + 120
+        while not started.exists() and time.time() < deadline:
+            time.sleep(0.1)
+        if started.exists():
+            os.kill(os.getpid(), signal.SIGINT)
+
+    threading.Thread(target=press_ctrl_c, daemon=True).start()
+    begun = time.time()
+    with pytest.raises(KeyboardInterrupt) as err:
+        cli.run_chapter(path, {}, tmp_path / "out.ipynb")
+    assert time.time() - begun < 100                       # not the 120 s the cell would sleep
+    assert err.value.cpbook_explained
+    lines = capsys.readouterr().err.splitlines()
+    assert "cpbook: 99_tiny interrupted in cell [2]; the partial notebook is runs/99_tiny.failed.ipynb; " \
+           "the same command again resumes from the last checkpoint" in lines
+    assert not any("Traceback" in line for line in lines)
+    failed = nbformat.read(str(tmp_path / "runs/99_tiny.failed.ipynb"), as_version=4)
+    assert failed.cells[-1].execution_count is None and not (tmp_path / "out.ipynb").exists()
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+# --- the one message -----------------------------------------------------------------------------
+
+def fail_in_cell(cell: int, ename: str, evalue: str):
+    def execute(*args, **kwargs):
+        Path(args[1]).write_text("{}")                    # papermill's partial notebook
+        raise pm.PapermillExecutionError(cell, cell, "source", ename, evalue, ["Traceback ..."])
+    return execute
+
+
+@pytest.fixture
+def quick_estimate(monkeypatch, tmp_path):
+    """An empty cache, and a matmul peak of 100 GFLOP/s without measuring it."""
+    monkeypatch.setenv("CPBOOK_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(cli, "matmul_peak", lambda: 100.0)
+
+
+def test_a_failed_cell_ends_in_one_message(tmp_path, monkeypatch, capsys, quick_estimate):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(pm, "execute_notebook", fail_in_cell(7, "ValueError", "the tasks are not sorted"))
+    with pytest.raises(pm.PapermillExecutionError) as err:
+        cli.main(["run", "01", "-p", "alpha", "0.3", "-o", str(tmp_path / "out.ipynb")])
+    assert err.value.cpbook_explained
+    lines = capsys.readouterr().err.splitlines()
+    assert lines[-2:] == ["cpbook: 01_pretraining failed in cell [7]: ValueError: the tasks are not sorted",
+                          f"cpbook: the full traceback is in runs/01_pretraining.failed.ipynb "
+                          f"({tmp_path / 'out.ipynb'} was not written)"]
+    assert (tmp_path / "runs/01_pretraining.failed.ipynb").exists()
+
+
+@pytest.mark.parametrize("ename, status", [("ValueError", 1), ("KeyboardInterrupt", -signal.SIGINT)])
+def test_the_cpbook_command_shows_no_traceback(tmp_path, ename, status):
+    """The `cpbook` script (`sys.exit(main())`), with a kernel that fails or is interrupted."""
+    script = (f"import sys, papermill as pm\nfrom pathlib import Path\n"
+              f"def fail(*args, **kwargs):\n"
+              f"    Path(args[1]).write_text('{{}}')\n"
+              f"    raise pm.PapermillExecutionError(4, 4, 'source', {ename!r}, 'boom', ['Traceback ...'])\n"
+              f"pm.execute_notebook = fail\n"
+              f"from cpbook.cli import main\n"
+              f"sys.exit(main(['run', '01', '-p', 'alpha', '0.3', '--yes']))\n")
+    env = {**os.environ, "CPBOOK_CACHE": str(tmp_path / "cache")}
+    done = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == status, done.stderr
+    assert "Traceback" not in done.stderr
+    assert "01_pretraining failed in cell [4]: ValueError: boom" in done.stderr if ename == "ValueError" else \
+        "01_pretraining interrupted in cell [4]" in done.stderr
+
+
+def test_the_hook_hides_only_what_was_explained(capsys):
+    explained, other = ValueError("explained"), ValueError("not explained")
+    explained.cpbook_explained = True
+    cli.hide_traceback(ValueError, explained, None)
+    cli.hide_traceback(ValueError, other, None)
+    assert capsys.readouterr().err == "ValueError: not explained\n"
+
+
+def test_cpbook_list_into_a_closed_pipe_is_quiet():
+    """`cpbook list | head -1`: the reader is gone before the list is written."""
+    proc = subprocess.Popen([sys.executable, "-m", "cpbook.cli", "list"], cwd=REPO, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    proc.stdout.close()
+    err = proc.stderr.read()
+    assert proc.wait(timeout=300) == 0 and err == b""
+
+
+# --- before the kernel starts ---------------------------------------------------------------------
+
+def test_the_estimate_is_the_models_flops_over_the_measured_peak(quick_estimate):
+    plan = cli.training_plan("02_forgetting", {"preset": "paper"})
+    cfg = make_config("paper")
+    per_prompt = InContextRegressor(cfg.d, cfg.n_points, ModelSize(12, 256, 8)).flops_per_prompt()
+    assert plan == {"pretraining": (500_000, 3 * 64 * per_prompt),
+                    "fine-tuned model (400 steps at lr 0.0001)": (400, 3 * 64 * per_prompt)}
+    assert cli.training_seconds(plan, 1e11, 0.5) == 500_400 * 3 * 64 * per_prompt / 5e10
+    assert cli.training_plan("05_icl_vs_instructions", {}) == {}
+
+
+def test_a_model_in_the_cache_is_not_counted(quick_estimate):
+    cfg = make_config("cpu")
+    entry = cache.entry_path("pretrain", cfg.pretrain_key())
+    assert list(cli.training_plan("01_pretraining", {})) == ["pretraining"]
+    entry.mkdir(parents=True)
+    (entry / cache.ENTRY_FILE).write_text("{}")
+    assert cli.training_plan("01_pretraining", {}) == {}
+
+
+def test_the_paper_preset_on_a_cpu_asks_first(monkeypatch, capsys, quick_estimate):
+    monkeypatch.setattr(pm, "execute_notebook", lambda *a, **k: pytest.fail("a kernel was started"))
+    monkeypatch.setattr(cli, "default_device", lambda: torch.device("cpu"))
+    with pytest.raises(SystemExit, match="not started .*--yes"):
+        cli.main(["run", "01", "-p", "preset", "paper"])       # not a terminal: nobody to ask
+    err = capsys.readouterr().err
+    assert "cpbook: not in the cache, so trained now: pretraining (500000 steps)" in err
+    assert "days of training on this machine (no GPU; 41% of the 100 GFLOP/s matmul peak" in err
+    assert "the 'paper' preset is meant for a GPU" in err
+
+    monkeypatch.setattr(cli, "confirm", lambda question: True)   # someone said yes on the terminal
+    cli.check_training_time("01_pretraining", {"preset": "paper"}, yes=False)
+    cli.check_training_time("01_pretraining", {"preset": "paper"}, yes=True)
+
+
+def test_a_short_run_or_a_gpu_starts_without_asking(monkeypatch, capsys, quick_estimate):
+    monkeypatch.setattr(cli, "confirm", lambda question: pytest.fail("asked"))
+    monkeypatch.setattr(cli, "default_device", lambda: torch.device("cpu"))
+    cli.check_training_time("01_pretraining", {"steps": 300, "warmup_steps": 10}, yes=False)
+    assert "of training on this machine" in capsys.readouterr().err
+    monkeypatch.setattr(cli, "default_device", lambda: torch.device("cuda"))
+    cli.check_training_time("01_pretraining", {"preset": "paper"}, yes=False)
+    assert capsys.readouterr().err == ""
+
 
 # --- an interrupted fit leaves a checkpoint to resume from ---------------------------------------
 

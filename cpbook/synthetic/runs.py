@@ -196,3 +196,16 @@ def finetuned(cfg: SyntheticConfig, ft: FinetuneConfig, progress: bool = True) -
     run = console.cached(describe_finetune(ft), "finetune", key, make)
     return Finetuned(model=_load(build_model(cfg), run), tasks=tasks, history=cache.read_entry(run)["history"],
                      run_dir=run, cfg=cfg)
+
+
+def training_flops(cfg: SyntheticConfig, ft: FinetuneConfig | None = None) -> dict[str, tuple[int, float]]:
+    """What `pretrained(cfg)` (and, given `ft`, `finetuned(cfg, ft)`) would train now because
+    the cache does not hold it: {what: (steps, FLOPs per step)}, from the model's matmul FLOPs
+    per prompt (x3 for the forward and backward passes) and the batch size. Nothing is built."""
+    size = ModelSize(cfg.n_layer, cfg.n_embd, cfg.n_head)
+    per_prompt = 3 * InContextRegressor(cfg.d, cfg.n_points, size).flops_per_prompt()
+    runs = {"pretraining": ("pretrain", cfg.pretrain_key(), cfg.steps, cfg.batch_size)}
+    if ft is not None:
+        runs[describe_finetune(ft)] = ("finetune", finetune_key(cfg, ft), ft.ft_steps, ft.ft_batch_size)
+    return {what: (steps, per_prompt * batch) for what, (kind, key, steps, batch) in runs.items()
+            if not (cache.entry_path(kind, key) / cache.ENTRY_FILE).exists()}
