@@ -140,9 +140,8 @@ def check_training_time(stem: str, values: dict, yes: bool) -> None:
         return
     peak, mfu = matmul_peak() * 1e9, stored_mfu()
     seconds = training_seconds(plan, peak, mfu)
-    trained = ", ".join(f"{what} ({steps} steps)" for what, (steps, _) in plan.items())
     say = sys.stderr.write
-    say(f"cpbook: not in the cache, so trained now: {trained}\n"
+    say(f"cpbook: not in the cache, so trained now: {', '.join(plan)}\n"
         f"cpbook: about {duration(seconds)} of training on this machine (no GPU; {mfu:.0%} of the "
         f"{peak / 1e9:.0f} GFLOP/s matmul peak measured now)\n")
     if seconds <= LONG_RUN_S:

@@ -245,7 +245,7 @@ def test_the_estimate_is_the_models_flops_over_the_measured_peak(quick_estimate)
     plan = cli.training_plan("02_forgetting", {"preset": "paper"})
     cfg = make_config("paper")
     per_prompt = InContextRegressor(cfg.d, cfg.n_points, ModelSize(12, 256, 8)).flops_per_prompt()
-    assert plan == {"pretraining": (500_000, 3 * 64 * per_prompt),
+    assert plan == {"pretrained model (500000 steps)": (500_000, 3 * 64 * per_prompt),
                     "fine-tuned model (400 steps at lr 0.0001)": (400, 3 * 64 * per_prompt)}
     assert cli.training_seconds(plan, 1e11, 0.5) == 500_400 * 3 * 64 * per_prompt / 5e10
     assert cli.training_plan("05_icl_vs_instructions", {}) == {}
@@ -254,7 +254,7 @@ def test_the_estimate_is_the_models_flops_over_the_measured_peak(quick_estimate)
 def test_a_model_in_the_cache_is_not_counted(quick_estimate):
     cfg = make_config("cpu")
     entry = cache.entry_path("pretrain", cfg.pretrain_key())
-    assert list(cli.training_plan("01_pretraining", {})) == ["pretraining"]
+    assert list(cli.training_plan("01_pretraining", {})) == ["pretrained model (4000 steps)"]
     entry.mkdir(parents=True)
     (entry / cache.ENTRY_FILE).write_text("{}")
     assert cli.training_plan("01_pretraining", {}) == {}
@@ -266,7 +266,7 @@ def test_the_paper_preset_on_a_cpu_asks_first(monkeypatch, capsys, quick_estimat
     with pytest.raises(SystemExit, match="not started .*--yes"):
         cli.main(["run", "01", "-p", "preset", "paper"])       # not a terminal: nobody to ask
     err = capsys.readouterr().err
-    assert "cpbook: not in the cache, so trained now: pretraining (500000 steps)" in err
+    assert "cpbook: not in the cache, so trained now: pretrained model (500000 steps)\n" in err
     assert "days of training on this machine (no GPU; 41% of the 100 GFLOP/s matmul peak" in err
     assert "the 'paper' preset is meant for a GPU" in err
 

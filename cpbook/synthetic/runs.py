@@ -204,7 +204,7 @@ def training_flops(cfg: SyntheticConfig, ft: FinetuneConfig | None = None) -> di
     per prompt (x3 for the forward and backward passes) and the batch size. Nothing is built."""
     size = ModelSize(cfg.n_layer, cfg.n_embd, cfg.n_head)
     per_prompt = 3 * InContextRegressor(cfg.d, cfg.n_points, size).flops_per_prompt()
-    runs = {"pretraining": ("pretrain", cfg.pretrain_key(), cfg.steps, cfg.batch_size)}
+    runs = {f"pretrained model ({cfg.steps} steps)": ("pretrain", cfg.pretrain_key(), cfg.steps, cfg.batch_size)}
     if ft is not None:
         runs[describe_finetune(ft)] = ("finetune", finetune_key(cfg, ft), ft.ft_steps, ft.ft_batch_size)
     return {what: (steps, per_prompt * batch) for what, (kind, key, steps, batch) in runs.items()
