@@ -1,7 +1,9 @@
 """Every page of the built book (_build/html, made by `make book`; `make test` builds it first) as
 a reader meets it: opened from disk in headless Chromium with the network blocked, so a page that
 needs a CDN fails here as it would offline. After MathJax has typeset, a page fails on raw TeX
-left in its text (outside code), on an image that did not load, and on any error in the console.
+left in its text (outside code), on an image that did not load, on any error in the console, on a
+printed result that scrolls sideways, and on a figure shown smaller than drawn (cpbook.plots draws
+figures for the text column, with text of at least 9 pt at that size).
 
 Chromium is driven over the DevTools protocol on a pipe (--remote-debugging-pipe): no driver, no
 port, no Python package; `make test` installs Chromium from Debian's packages when it is missing."""
@@ -17,11 +19,12 @@ from pathlib import Path
 import pytest
 
 HTML = Path(__file__).resolve().parents[1] / "_build" / "html"
+VIEWPORT = (1280, 900)   # a laptop screen: the book shows its side bar and a text column of about 690 px
 # Every host name fails to resolve: anything a page fetches from the network is logged as an error;
 # the browser's own background traffic (updates, sync) is switched off.
 FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--remote-debugging-pipe",
          "--host-resolver-rules=MAP * ~NOTFOUND", "--disable-background-networking",
-         "--disable-component-update", "--disable-sync")
+         "--disable-component-update", "--disable-sync", f"--window-size={VIEWPORT[0]},{VIEWPORT[1]}")
 # TeX that MathJax should have typeset: its delimiters ($$, \( \) \[ \], \begin{...}) anywhere outside
 # code, and any \command (\frac, \alpha) in the prose; cell outputs are data, where "\n" is no TeX.
 TEX_DELIMITERS = re.compile(r"\$\$|\\[()\[\]]|\\(?:begin|end)\{")
@@ -41,7 +44,14 @@ CHECK = """(async () => {
   for (let node; (node = walker.nextNode());)
     if (!node.parentElement.closest("pre, code, script, style, mjx-container"))
       (node.parentElement.closest(".cell_output") ? outputs : prose).push(node.data);
-  return {prose: prose.join(" "), outputs: outputs.join(" "),
+  // a printed result that scrolls sideways, and a figure shown smaller than drawn (its text with it)
+  const scrolls = [...document.querySelectorAll(".cell_output, .cell_output *")].filter(el =>
+      ["auto", "scroll"].includes(getComputedStyle(el).overflowX) && el.scrollWidth > el.clientWidth + 2)
+    .map(el => `${el.scrollWidth} px in ${el.clientWidth}: ${(el.innerText || "").trim().slice(0, 50)}`);
+  const shrunk = [...document.querySelectorAll(".cell_output img")].filter(img =>
+      img.naturalWidth && img.clientWidth && img.clientWidth < img.naturalWidth - 2)
+    .map(img => `${img.getAttribute("src")} at ${img.clientWidth} of its ${img.naturalWidth} px`);
+  return {prose: prose.join(" "), outputs: outputs.join(" "), scrolls, shrunk,
           broken_images: [...document.images].filter(img => img.naturalWidth === 0).map(img => img.getAttribute("src"))};
 })()"""
 PAGE_TIMEOUT = 60   # seconds for one page to load and typeset
@@ -152,6 +162,8 @@ def problems(found: dict, events: list[dict]) -> list[str]:
     if tex := raw_tex(found["prose"], found["outputs"]):
         out.append(f"raw TeX in the text: {', '.join(tex)}")
     out += [f"image did not load: {src}" for src in found["broken_images"]]
+    out += [f"printed result scrolls sideways ({what})" for what in found.get("scrolls", [])]
+    out += [f"figure shown smaller than drawn, so is its text: {what}" for what in found.get("shrunk", [])]
     return out + [e for e in console_errors(events) if e not in KNOWN_ERRORS]
 
 
