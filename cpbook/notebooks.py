@@ -16,6 +16,18 @@ RUN_KEYS = ["metadata.papermill", "metadata.widgets", "metadata.signature", "met
             "cell.metadata.collapsed", "cell.metadata.scrolled"]
 
 
+# What a reader should never see: a Series' footer, or a dict printed whole.
+RAW_REPR = re.compile(r"(Name: .*, dtype: \w+|^dtype: \w+|^\{'\w+': )", re.M)
+
+
+def _plain_only(output) -> str:
+    """The text a reader sees when an output is plain text (a stream, or a result without HTML)."""
+    if output.get("output_type") == "stream":
+        return "".join(output.get("text", ""))
+    data = output.get("data", {})
+    return "" if "text/html" in data or "image/png" in data else "".join(data.get("text/plain", ""))
+
+
 def clean(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
     """Drop run-specific metadata with nbstripout, keeping outputs and execution counts, except
     the outputs of cells the book hides and nbval ignores (progress bars of training runs)."""
@@ -55,6 +67,8 @@ def problems(path: Path) -> list[str]:
                 out.append(f"code cell {i} stored an error")
             if MACHINE_PATH.search(str(o)):
                 out.append(f"code cell {i} output holds a machine path")
+            if RAW_REPR.search(_plain_only(o)):
+                out.append(f"code cell {i} shows a raw repr (a pandas Series or a dict): show a table or a sentence")
     if "papermill" in nb.metadata or "widgets" in nb.metadata:
         out.append("run-specific notebook metadata (papermill/widgets) was not stripped")
     return out

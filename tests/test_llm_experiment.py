@@ -259,3 +259,12 @@ def test_scorer_agreement():
     df.loc[3, "if_correct"] = False
     out = A.scorer_agreement(df)
     assert out["agreement"] == 0.5 and out["n_decisive"] == 3 and out["agreement_decisive"] == pytest.approx(2 / 3)
+
+
+def test_a_tuning_recipe_reads_as_one_line():
+    from cpbook.llm import stored   # only this test reads a recipe
+    config = {"base": "gemma-3-270m", "batch_size": 8, "data_seed": 0, "dtype": "float32", "init_seed": 1,
+              "lora_alpha": 16.0, "lr": 1e-4, "rank": 8, "steps": 100, "warmup_steps": 10}
+    assert stored.recipe_text(config) == ("LoRA rank 8 (alpha 16) on gemma-3-270m: 100 steps of 8 examples, lr 0.0001 "
+                                          "after 10 warm-up steps, float32, data seed 0, adapter seed 1")
+    assert " on gemma-3-270m on refusal: " in stored.recipe_text({**config, "data": "refusal"})

@@ -93,7 +93,8 @@ def test_bad_parameter_stops_the_first_cell_and_writes_nothing(tmp_path, monkeyp
     ("01", "n_head", "3", ["n_embd", "divisible"]),
     ("04", "gammas", "[1.0, -2.0]", ["'gammas'", "out of range"]),
     ("05", "tuned", "alpaca-13b", ["unknown model 'alpaca-13b'"]),
-    ("05", "reference", "klingon", ["'klingon'"]),
+    ("05", "reference", "klingon", ["'klingon'", "available languages"]),
+    ("05", "cross_family", "['smollm2-135m-instruct', 'gpt-5']", ["unknown model 'gpt-5'"]),
     ("05", "n_demos", "17", ["'n_demos'", "[1, 16]"]),
     ("05", "demo_counts", "[2, 3]", ["with 3 demonstrations", "stored for it"]),
     ("06", "tasks", "['xnli']", ["'tasks'", "'xnli'"]),
@@ -137,9 +138,9 @@ def test_a_failed_in_place_rerun_leaves_the_stored_chapter_untouched(tmp_path, m
     assert (tmp_path / "runs/01_pretraining.failed.ipynb").exists()
 
 
+# One kernel (about 10 s) shows that chapter 5's first cell checks what is stored; the other bad
+# models and languages it rejects are checked without a kernel (the CLI test above).
 @pytest.mark.parametrize("name, value, words", [
-    ("cross_family", ["smollm2-135m-instruct", "gpt-5"], ["unknown model 'gpt-5'"]),
-    ("reference", "klingon", ["'klingon'", "available languages"]),
     ("n_demos", 3, ["with 3 demonstrations", "stored for it: 2, 4, 8 demonstrations", "--n-demos 3"]),
 ])
 def test_chapter_5_rejects_a_bad_model_or_language_in_its_first_cell(tmp_path, name, value, words):
@@ -151,3 +152,22 @@ def test_chapter_5_rejects_a_bad_model_or_language_in_its_first_cell(tmp_path, n
     assert err.value.exec_count <= 3
     for w in words:
         assert w in err.value.evalue
+
+
+def test_a_raw_repr_in_a_stored_chapter_is_a_problem(tmp_path):
+    """Readers see tables and sentences, never a Series' footer or a dict printed whole."""
+    import nbformat   # only this test writes a notebook
+    nb = nbformat.v4.new_notebook()
+    params = nbformat.v4.new_code_cell("alpha = 0.5", execution_count=1, metadata={"tags": ["parameters"]})
+    series = nbformat.v4.new_code_cell("s", execution_count=2, outputs=[nbformat.v4.new_output(
+        "execute_result", {"text/plain": "a    1\nb    2\nName: x, dtype: int64"}, execution_count=2)])
+    nb.cells = [params, series]
+    path = tmp_path / "c.ipynb"
+    nbformat.write(nb, str(path))
+    assert problems(path) == ["code cell 1 shows a raw repr (a pandas Series or a dict): show a table or a sentence"]
+    series.outputs = [nbformat.v4.new_output("stream", name="stdout", text="{'lr': 0.001, 'steps': 400}\n")]
+    nbformat.write(nb, str(path))
+    assert len(problems(path)) == 1
+    series.outputs = [nbformat.v4.new_output("stream", name="stdout", text="lr 0.001, 400 steps\n")]
+    nbformat.write(nb, str(path))
+    assert problems(path) == []

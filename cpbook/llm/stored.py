@@ -62,6 +62,15 @@ def tuning_record(folder: Path, model: str) -> dict | None:
     return results.read_json(path) if path.exists() else None
 
 
+def recipe_text(config: dict) -> str:
+    """A LoRA tuning recipe (a tuning record's "config") in one line, as the chapters show it."""
+    data = f" on {config['data']}" if config.get("data") else ""
+    return (f"LoRA rank {config['rank']} (alpha {config['lora_alpha']:g}) on {config['base']}{data}: "
+            f"{config['steps']} steps of {config['batch_size']} examples, lr {config['lr']:g} after "
+            f"{config['warmup_steps']} warm-up steps, {config['dtype']}, data seed {config['data_seed']}, "
+            f"adapter seed {config['init_seed']}")
+
+
 def provenance_table(records: dict[str, dict]) -> pd.DataFrame:
     """Where each stored result came from, one line per file."""
     rows = []

@@ -1,6 +1,6 @@
-"""The Bayes baselines at the paper's own scale, beside reference values for the ridge and
-discrete-regression baselines of the paper's linear-regression figures (Kotha et al., ICLR 2024,
-arXiv:2309.10105).
+"""The Bayes baselines at the paper's own scale, beside reference values for them: a Monte-Carlo
+check of ridge and discrete regression in the setting of the paper's linear-regression experiments
+(Kotha et al., ICLR 2024, arXiv:2309.10105), not numbers read off the paper's figures.
 
 Setting: d = 20, sigma = tau = 1, N = 64 tasks, errors divided by d with noise included.
 The reference numbers came from one Monte-Carlo run on one draw of the 64 tasks. Discrete
@@ -18,7 +18,7 @@ from .tasks import Prior, discrete_tasks, sample_prompts
 
 PAPER_SCALE = dict(d=20, n_tasks=64, sigma=1.0, tau=1.0)
 REFERENCE_K = (0, 5, 10, 20, 40)
-REFERENCE = {  # (predictor, prior) -> error / d at REFERENCE_K, for the paper's baselines
+REFERENCE = {  # (predictor, prior) -> error / d at REFERENCE_K, in the paper's setting
     ("ridge", "D_cont"): (1.09, 0.80, 0.59, 0.27, 0.098),
     ("discrete", "D_disc"): (0.99, 0.094, 0.050, 0.052, 0.049),
     ("discrete", "D_cont"): (1.11, 1.49, 1.37, 1.23, 1.06),
