@@ -22,7 +22,6 @@ import argparse
 import ast
 import codecs
 import os
-import shutil
 import signal
 import sys
 import tempfile
@@ -200,8 +199,12 @@ class TerminalFile:
 def kernel_console(terminal: Terminal, every_s: float = 0.2):
     """A file named in $CPBOOK_CONSOLE for the kernel to inherit (`cpbook.console`), shown on
     `terminal` as it grows, until the block ends (then once more, for its last lines)."""
-    folder = Path(tempfile.mkdtemp(prefix="cpbook-console-"))
-    path = folder / "console.txt"
+    with tempfile.TemporaryDirectory(prefix="cpbook-console-") as folder:
+        yield from _show_console(Path(folder) / "console.txt", terminal, every_s)
+
+
+def _show_console(path: Path, terminal: Terminal, every_s: float):
+    """The body of kernel_console, in its temporary folder."""
     path.touch()
     stop = threading.Event()
 
@@ -228,7 +231,6 @@ def kernel_console(terminal: Terminal, every_s: float = 0.2):
             os.environ.pop(ENV, None)
         else:
             os.environ[ENV] = before
-        shutil.rmtree(folder, ignore_errors=True)
 
 
 class KernelInterrupts:
