@@ -26,6 +26,15 @@ from cpbook.synthetic.tasks import Prior, discrete_tasks, sample_prompts
 REPO = Path(__file__).resolve().parents[1]
 
 
+@pytest.fixture(autouse=True)
+def python_handles_ctrl_c():
+    """Python's own SIGINT handler, as in a terminal: a test run started in the background (CI,
+    nohup, `make test &`) begins with SIGINT ignored, and then no Ctrl-C would reach anything."""
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, before)
+
+
 @pytest.fixture
 def no_console(monkeypatch):
     monkeypatch.delenv(console.ENV, raising=False)
