@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import ast
 import codecs
+import functools
 import os
 import signal
 import sys
@@ -121,6 +122,13 @@ def stored_mfu() -> float:
     return cache.read_json(path)["preset_mfu"] if path.exists() else MFU_IF_UNMEASURED
 
 
+@functools.lru_cache(maxsize=1)
+def quick_peak() -> float:
+    """This machine's fp32 matmul peak in GFLOP/s, measured once per process on a smaller matmul
+    than the benchmarks use (about a tenth of a second): enough for an estimate."""
+    return matmul_peak(n=1024, repeats=3)
+
+
 def confirm(question: str) -> bool:
     """Ask on a terminal; anywhere else (a script, CI) the answer is no."""
     if not sys.stdin.isatty():
@@ -137,7 +145,7 @@ def check_training_time(stem: str, values: dict, yes: bool) -> None:
     plan = training_plan(stem, values)
     if not plan or default_device().type == "cuda":
         return
-    peak, mfu = matmul_peak() * 1e9, stored_mfu()
+    peak, mfu = quick_peak() * 1e9, stored_mfu()
     seconds = training_seconds(plan, peak, mfu)
     say = sys.stderr.write
     say(f"cpbook: not in the cache, so trained now: {', '.join(plan)}\n"

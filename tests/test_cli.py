@@ -196,7 +196,7 @@ def fail_in_cell(cell: int, ename: str, evalue: str):
 def quick_estimate(monkeypatch, tmp_path):
     """An empty cache, and a matmul peak of 100 GFLOP/s without measuring it."""
     monkeypatch.setenv("CPBOOK_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setattr(cli, "matmul_peak", lambda: 100.0)
+    monkeypatch.setattr(cli, "quick_peak", lambda: 100.0)
 
 
 def test_a_failed_cell_ends_in_one_message(tmp_path, monkeypatch, capsys, quick_estimate):

@@ -106,7 +106,8 @@ def test_the_command_line_refuses_bad_text_before_a_kernel_starts(stem, monkeypa
                                                          st.floats().map(str), st.lists(st.integers(-5, 20)).map(str)))
     def run(name, text):
         try:
-            cli.main(["run", stem, "-p", name, text, "-o", str(tmp_path / "out.ipynb")])
+            # --yes: a valid configuration that trains for long starts without asking (stubbed here)
+            cli.main(["run", stem, "--yes", "-p", name, text, "-o", str(tmp_path / "out.ipynb")])
         except SystemExit as exit:
             if exit.code == 2 and text.startswith("-"):
                 return                 # argparse took the value for an option and printed its usage
