@@ -34,11 +34,11 @@ from typing import TextIO
 import papermill as pm
 from jupyter_client.manager import AsyncKernelManager
 
-from . import cache
+from . import performance
 from .chapters import BOOK, CHAPTERS, check_values, default_values, parameter_specs, preset_values
 from .console import ENV, duration
 from .fit import default_device
-from .machine import BENCH_RESULTS, matmul_peak
+from .machine import matmul_peak
 from .notebooks import clean_file
 from .params import specs
 from .synthetic import runs
@@ -118,8 +118,10 @@ def training_seconds(plan: dict[str, tuple[int, float]], peak_flops: float, mfu:
 def stored_mfu() -> float:
     """The share of the matmul peak the cpu preset's training reached when it was benchmarked
     (book/results/bench/train_throughput.json, `bench/train_throughput.py`)."""
-    path = BENCH_RESULTS / "train_throughput.json"
-    return cache.read_json(path)["preset_mfu"] if path.exists() else MFU_IF_UNMEASURED
+    try:
+        return performance.load("train_throughput")["preset_mfu"]
+    except FileNotFoundError:
+        return MFU_IF_UNMEASURED
 
 
 @functools.lru_cache(maxsize=1)

@@ -57,7 +57,7 @@ def set_style() -> None:
                          "legend.title_fontsize": SMALL})
 
 
-def error_curves(summary: pd.DataFrame, predictors: list[str], priors=("D_disc", "D_cont"),
+def error_curves(summary: pd.DataFrame, predictors: list[str], priors=PRIOR_ORDER,
                  title: str | None = None):
     """Mean error (divided by d) against k, one panel per prior, with confidence bands.
 
@@ -418,7 +418,7 @@ def revival_figure(history: pd.DataFrame, pretrained_level: dict[str, float]):
     model, one panel per prior (D_disc left), the pretrained model's level dashed."""
     fig, axes = plt.subplots(1, 2, figsize=(WIDTH, 3.4))
     colours = {"fine-tuned": PALETTE["fine-tuned"], "fresh": "#7f7f7f"}
-    for ax, prior in zip(axes, ("D_disc", "D_cont")):
+    for ax, prior in zip(axes, PRIOR_ORDER):
         for start, t in history[history["prior"] == prior].groupby("start", sort=False):
             ax.plot(t["step"], t["error"], "o-", ms=3, lw=1.4, color=colours.get(start), label=f"from the {start} model")
         ax.axhline(pretrained_level[prior], color=PALETTE["pretrained"], ls="--", lw=1, label="pretrained model")
