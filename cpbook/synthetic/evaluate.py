@@ -68,7 +68,19 @@ class Evaluation:
     def with_models(self, models: dict) -> "Evaluation":
         """The same prompts with more models (name -> model), their predictions added; the Bayes
         quantities and the predictions already made are reused."""
-        preds = {prior: {**named, **{name: predict(m, self.prompts[prior]) for name, m in models.items()}}
+        return self.with_predictions({name: {prior: predict(m, p) for prior, p in self.prompts.items()}
+                                      for name, m in models.items()})
+
+    def with_predictions(self, predictions: dict[str, dict[str, torch.Tensor]]) -> "Evaluation":
+        """The same prompts with more models given by their predictions on them (model name ->
+        prior name -> (B, K)), such as stored ones; checked against the prompts' shape."""
+        for name, by_prior in predictions.items():
+            for prior, p in self.prompts.items():
+                if prior not in by_prior or tuple(by_prior[prior].shape) != tuple(p.ys.shape):
+                    got = tuple(by_prior[prior].shape) if prior in by_prior else "none"
+                    raise ValueError(f"predictions of {name!r} on {prior}: expected shape "
+                                     f"{tuple(p.ys.shape)}, got {got}")
+        preds = {prior: {**named, **{name: by_prior[prior] for name, by_prior in predictions.items()}}
                  for prior, named in self.predictions.items()}
         return Evaluation(self.prompts, self.bayes, preds)
 
