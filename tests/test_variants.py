@@ -12,7 +12,7 @@ from cpbook.results import StoredResultError
 from cpbook.synthetic import variants
 from cpbook.synthetic.config import ForgettingVariants, make_configs
 from cpbook.synthetic.evaluate import eval_prompts, evaluate
-from cpbook.synthetic.runs import finetuned, pretrained
+from cpbook.synthetic.runs import finetune_model_now, finetuned, pretrained
 
 from test_runs import tiny
 
@@ -104,6 +104,6 @@ def test_the_stored_variants_are_the_chapters_and_a_random_one_recomputes():
     name = list(configs)[rng.integers(len(configs))]
     saved = sorted(int(s) for s in record["weights_sha256"][name] if s != "final")
     steps = int(rng.choice([s for s in saved if s <= variants.RECOMPUTE_STEPS]))
-    model = variants.variant_model_now(cfg, configs[name], steps)
+    model = finetune_model_now(cfg, configs[name], steps)
     assert variants.weights_sha256(model) == record["weights_sha256"][name][str(steps)], \
         f"{name} after {steps} steps (CPBOOK_SAMPLE_SEED={seed})"

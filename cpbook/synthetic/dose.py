@@ -37,7 +37,7 @@ from .evaluate import Evaluation, errors_by_k, eval_prompts, evaluate, paired_ga
 from .forgetting import closest_minus_farthest, locality_rows
 from .inference import estimate_g, g_matched_alpha
 from .model import InContextRegressor
-from .runs import build_model, finetune_model, finetune_trajectory, finetuned, monitor_errors, pretrained
+from .runs import build_model, finetune_model_now, finetune_trajectory, finetuned, monitor_errors, pretrained
 from .tasks import Prior, Prompts
 from .train import TrainSpec, train
 
@@ -261,9 +261,7 @@ def grid_table(cfg: SyntheticConfig, ft: FinetuneConfig, grid: DoseGrid, ref: Re
 def dose_model_now(cfg: SyntheticConfig, ft: FinetuneConfig, lr: float, steps: int, run_steps: int):
     """The model of dose (lr, steps), trained now without the cache: the fine-tuning run of
     `run_steps` steps at lr, stopped after `steps` (what its snapshot holds)."""
-    run = replace(ft, ft_lr=lr, ft_steps=run_steps)
-    model, _ = finetune_model(cfg, run, pretrained(cfg, progress=False), stop_after=steps, progress=False)
-    return model.eval()
+    return finetune_model_now(cfg, replace(ft, ft_lr=lr, ft_steps=run_steps), steps)
 
 
 def wide(table: pd.DataFrame, column: str = "mean") -> pd.DataFrame:

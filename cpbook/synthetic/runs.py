@@ -149,6 +149,13 @@ def finetune_model(cfg: SyntheticConfig, ft: FinetuneConfig, base: Pretrained, *
     return model, history
 
 
+def finetune_model_now(cfg: SyntheticConfig, ft: FinetuneConfig, steps: int) -> InContextRegressor:
+    """The model of run `ft` after `steps` of its steps, trained now without the cache (what
+    the tests retrain to check a stored run)."""
+    model, _ = finetune_model(cfg, ft, pretrained(cfg, progress=False), stop_after=steps, progress=False)
+    return model.eval()
+
+
 def finetune_key(cfg: SyntheticConfig, ft: FinetuneConfig) -> dict:
     """What determines a fine-tuned run (its cache key): see `finetuned`."""
     return {"pretrain": cfg.pretrain_key(), "finetune": asdict(ft), "eval_seed": cfg.eval_seed,

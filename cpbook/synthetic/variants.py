@@ -25,7 +25,7 @@ from .. import cache, console, results
 from ..provenance import committed_provenance
 from .config import FinetuneConfig, ForgettingVariants, SyntheticConfig, make_configs
 from .evaluate import eval_prompts, predict
-from .runs import finetune_model, finetuned, pretrained
+from .runs import Finetuned, finetuned, pretrained
 from .tasks import Prompts
 
 RESULTS = Path(__file__).resolve().parents[2] / "book" / "results" / "forgetting"
@@ -59,6 +59,14 @@ def _key(name: str, prior: str) -> str:
     return f"{name}|{prior}"
 
 
+def _trained(cfg: SyntheticConfig, ft: FinetuneConfig, variants: ForgettingVariants,
+             prompts: dict[str, Prompts], progress: bool) -> tuple[dict[str, Finetuned], dict]:
+    """Each variant's run (trained now, or from the cache) and its predictions on `prompts`."""
+    runs = {name: finetuned(cfg, vft, progress=progress) for name, vft in variant_configs(ft, variants).items()}
+    preds = {name: {prior: predict(run.model, p) for prior, p in prompts.items()} for name, run in runs.items()}
+    return runs, preds
+
+
 def store_variants(cfg: SyntheticConfig, ft: FinetuneConfig, variants: ForgettingVariants,
                    progress: bool = True) -> dict[str, dict[str, torch.Tensor]]:
     """Train (or read from the cache) each variant, and store its predictions on the chapter's
@@ -67,12 +75,9 @@ def store_variants(cfg: SyntheticConfig, ft: FinetuneConfig, variants: Forgettin
     origin = committed_provenance()
     pre = pretrained(cfg, progress=progress)
     prompts = eval_prompts(pre.tasks, cfg.tau, cfg.sigma, cfg.n_points, cfg.eval_prompts, cfg.eval_seed)
-    preds, hashes = {}, {}
-    for name, vft in variant_configs(ft, variants).items():
-        run = finetuned(cfg, vft, progress=progress)
-        preds[name] = {prior: predict(run.model, p) for prior, p in prompts.items()}
-        hashes[name] = {str(s): weights_sha256(run.at(s)) for s in run.snapshot_steps}
-        hashes[name]["final"] = weights_sha256(run.model)
+    runs, preds = _trained(cfg, ft, variants, prompts, progress)
+    hashes = {name: {**{str(s): weights_sha256(run.at(s)) for s in run.snapshot_steps},
+                     "final": weights_sha256(run.model)} for name, run in runs.items()}
     cache.save_tensors(PREDICTIONS, {_key(n, prior): t for n, by in preds.items() for prior, t in by.items()})
     results.record(PREDICTIONS)
     results.write_json(RECORD, {"run": run_key(cfg, ft, variants), "variants": list(preds),
@@ -102,17 +107,7 @@ def variant_predictions(cfg: SyntheticConfig, ft: FinetuneConfig, variants: Forg
         console.say(f"fine-tuning variants: the stored predictions ({PREDICTIONS.name})")
         return load_variants()
     console.say("fine-tuning variants: not stored for these parameters, trained now")
-    preds = {}
-    for name, vft in variant_configs(ft, variants).items():
-        model = finetuned(cfg, vft, progress=progress).model
-        preds[name] = {prior: predict(model, p) for prior, p in prompts.items()}
-    return preds, None
-
-
-def variant_model_now(cfg: SyntheticConfig, ft: FinetuneConfig, steps: int):
-    """Variant `ft` after `steps` of its steps, trained now without the cache."""
-    model, _ = finetune_model(cfg, ft, pretrained(cfg, progress=False), stop_after=steps, progress=False)
-    return model.eval()
+    return _trained(cfg, ft, variants, prompts, progress)[1], None
 
 
 def main() -> None:
