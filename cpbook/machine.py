@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 
 from cpbook import results
+from cpbook.provenance import cpuinfo
 
 BENCH_RESULTS = Path(__file__).resolve().parents[1] / "book" / "results" / "bench"
 
@@ -41,13 +42,7 @@ def matmul_peak(n: int = 2048, dtype=torch.float32, repeats: int = 10) -> float:
 
 
 def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+    return cpuinfo("model name") or platform.processor() or platform.machine()
 
 
 def describe(peak_gflops: float | None = None) -> dict:

@@ -1,6 +1,8 @@
-"""Where a result came from: code commit, package versions, platform."""
+"""Where a result came from: code commit, package versions, platform, and the CPU numerics that
+decide its last bits."""
 from __future__ import annotations
 
+import os
 import platform
 import subprocess
 import warnings
@@ -39,8 +41,50 @@ def versions(packages=PACKAGES) -> dict[str, str]:
     return out
 
 
+def cpuinfo(field: str) -> str | None:
+    """A field of /proc/cpuinfo ('vendor_id', 'model name'), or None where there is none."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith(field):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return None
+
+
+def numerics() -> dict:
+    """What decides the last bits of a float32 result on a CPU, beside the code and the versions.
+
+    The same code, versions, seeds and thread count give bit-identical numbers on one kind of
+    CPU, but not across kinds: MKL (torch's matmul) takes another code path on a non-Intel CPU
+    (its reproducible mode across vendors, MKL_CBWR=COMPATIBLE, makes training about 1.8x
+    slower here), and torch's own kernels differ with the vector width (AVX2 or AVX-512). A
+    trained model is chaotic in those bits, so a result recomputed on another kind of CPU agrees
+    statistically, not bit for bit; the README's "Reproducibility across CPUs" says more."""
+    import torch   # here, not at the top: provenance is imported by code that must start fast
+
+    return {"cpu_vendor": cpuinfo("vendor_id") or "unknown", "aten_capability": torch.backends.cpu.get_cpu_capability(),
+            "mkl_cbwr": os.environ.get("MKL_CBWR", "off"), "torch_threads": torch.get_num_threads()}
+
+
+def same_numerics(stored: dict | None) -> str | None:
+    """None when a stored record's `numerics` match this process's; else a sentence saying how
+    they differ (or that the record predates them), for a recomputation's failure message."""
+    now = numerics()
+    if not stored:
+        return (f"the stored result records no CPU numerics (it predates them); this machine: {now}. "
+                "Bit-identical recomputation needs the same kind of CPU (see the README's "
+                "'Reproducibility across CPUs')")
+    differ = {k: (stored.get(k), v) for k, v in now.items() if stored.get(k) != v}
+    if not differ:
+        return None
+    return ("the stored result was computed with other CPU numerics, so its last bits differ: "
+            + ", ".join(f"{k} {a!r} there, {b!r} here" for k, (a, b) in differ.items()))
+
+
 def provenance() -> dict:
-    return {"commit": git_commit(), "versions": versions(), "machine": platform.machine()}
+    return {"commit": git_commit(), "versions": versions(), "machine": platform.machine(),
+            "numerics": numerics()}
 
 
 def committed_provenance() -> dict:

@@ -42,3 +42,12 @@ def make_tiny_gemma():
 @pytest.fixture(scope="module")
 def tiny():
     return make_tiny()
+
+
+def pytest_report_header(config):
+    """The CPU numerics of this run, first in every test log: the synthetic chapters' stored
+    outputs and the stored runs' weight hashes are reproduced bit for bit only with the numerics
+    they were made with (cpbook.provenance.numerics says why)."""
+    from cpbook.provenance import numerics
+
+    return "cpbook CPU numerics: " + ", ".join(f"{k}={v}" for k, v in numerics().items())
