@@ -63,13 +63,14 @@ def numerics() -> dict:
     statistically, not bit for bit; the README's "Reproducibility across CPUs" says more."""
     import torch   # here, not at the top: provenance is imported by code that must start fast
 
-    return {"cpu_vendor": cpuinfo("vendor_id") or "unknown", "aten_capability": torch.backends.cpu.get_cpu_capability(),
+    return {"cpu_vendor": cpuinfo("vendor_id") or "unknown",
+            "aten_capability": torch.backends.cpu.get_cpu_capability(),
             "mkl_cbwr": os.environ.get("MKL_CBWR", "off"), "torch_threads": torch.get_num_threads()}
 
 
-def same_numerics(stored: dict | None) -> str | None:
-    """None when a stored record's `numerics` match this process's; else a sentence saying how
-    they differ (or that the record predates them), for a recomputation's failure message."""
+def numerics_note(stored: dict | None) -> str:
+    """A sentence comparing a stored record's `numerics` with this process's, for the failure
+    message of a recomputation that should match it bit for bit."""
     now = numerics()
     if not stored:
         return (f"the stored result records no CPU numerics (it predates them); this machine: {now}. "
@@ -77,7 +78,7 @@ def same_numerics(stored: dict | None) -> str | None:
                 "'Reproducibility across CPUs')")
     differ = {k: (stored.get(k), v) for k, v in now.items() if stored.get(k) != v}
     if not differ:
-        return None
+        return "same CPU numerics as the stored run"
     return ("the stored result was computed with other CPU numerics, so its last bits differ: "
             + ", ".join(f"{k} {a!r} there, {b!r} here" for k, (a, b) in differ.items()))
 

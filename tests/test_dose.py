@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from cpbook.params import ParameterError
-from cpbook.provenance import same_numerics
+from cpbook.provenance import numerics_note
 from cpbook.synthetic import dose
 from cpbook.synthetic.runs import finetuned, pretrained
 from cpbook.synthetic.train import train
@@ -148,7 +148,7 @@ def test_the_stored_grid_is_the_chapters_and_a_random_dose_recomputes():
     model = dose.dose_model_now(cfg, ft, float(lr), int(steps), max(grid.dose_steps))
     now = pd.DataFrame(dose.measure_dose(ref, model, run["level"])).set_index("measure")
     stored = table[(table["lr"] == lr) & (table["steps"] == steps)].set_index("measure")
-    where = f"dose lr {lr:g}, {int(steps)} steps (CPBOOK_SAMPLE_SEED={seed}); {same_numerics(record.get('numerics')) or 'same CPU numerics as the stored run'}"
+    where = f"dose lr {lr:g}, {int(steps)} steps (CPBOOK_SAMPLE_SEED={seed}); {numerics_note(record.get('numerics'))}"
     assert sorted(now.index) == sorted(stored.index), where
     for col in ("mean", "low", "high"):
         assert np.allclose(now[col], stored.loc[now.index, col], rtol=1e-4, atol=1e-5), (col, where)

@@ -32,14 +32,14 @@ def test_outside_git_the_commit_is_unknown(tmp_path):
 def test_the_cpu_numerics_are_recorded_and_compared():
     """Stored results carry the CPU numerics they were computed with (a model trained on another
     kind of CPU differs in its last bits), and a recomputation that disagrees can say why."""
-    from cpbook.provenance import numerics, provenance, same_numerics
+    from cpbook.provenance import numerics, numerics_note, provenance
 
     now = numerics()
     assert provenance()["numerics"] == now
     assert now["cpu_vendor"] and now["aten_capability"] and now["torch_threads"] >= 1
-    assert same_numerics(now) is None
-    assert "records no CPU numerics" in same_numerics(None)
+    assert numerics_note(now) == "same CPU numerics as the stored run"
+    assert "records no CPU numerics" in numerics_note(None)
     other = {**now, "cpu_vendor": "SomeOtherVendor", "torch_threads": now["torch_threads"] + 1}
-    message = same_numerics(other)
+    message = numerics_note(other)
     assert "cpu_vendor 'SomeOtherVendor' there" in message and "torch_threads" in message
     assert "aten_capability" not in message

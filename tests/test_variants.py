@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from cpbook.provenance import same_numerics
+from cpbook.provenance import numerics_note
 from cpbook.results import StoredResultError
 from cpbook.synthetic import variants
 from cpbook.synthetic.config import ForgettingVariants, make_configs
@@ -107,4 +107,4 @@ def test_the_stored_variants_are_the_chapters_and_a_random_one_recomputes():
     steps = int(rng.choice([s for s in saved if s <= variants.RECOMPUTE_STEPS]))
     model = finetune_model_now(cfg, configs[name], steps)
     assert variants.weights_sha256(model) == record["weights_sha256"][name][str(steps)], \
-        f"{name} after {steps} steps (CPBOOK_SAMPLE_SEED={seed}); {same_numerics(record.get('numerics')) or 'same CPU numerics as the stored run'}"
+        f"{name} after {steps} steps (CPBOOK_SAMPLE_SEED={seed}); {numerics_note(record.get('numerics'))}"
