@@ -41,6 +41,7 @@ from .fit import default_device
 from .machine import matmul_peak
 from .notebooks import clean_file
 from .params import specs
+from .provenance import numerics
 from .synthetic import runs
 from .synthetic.config import FinetuneConfig, Preset, SyntheticConfig, make_configs
 
@@ -342,7 +343,7 @@ def run_chapter(path: Path, values: dict, output: Path) -> None:
         if ending is err:
             raise
         raise ending from err   # an interrupted run ends as Ctrl-C ends a command (status 130)
-    clean_file(running)
+    clean_file(running, numerics())
     os.replace(running, output)
 
 

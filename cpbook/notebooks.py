@@ -40,12 +40,22 @@ def clean(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
     return nb
 
 
-def clean_file(path: Path) -> None:
+def clean_file(path: Path, numerics: dict | None = None) -> None:
+    """Clean the notebook at `path` in place; `numerics` (provenance.numerics() of the machine
+    that just executed it) are stored in its metadata, so the tests know whether they can demand
+    its outputs bit for bit (tests/conftest.py)."""
     nb = nbformat.read(str(path), as_version=4)
     nb.nbformat_minor = 4            # no cell ids: they would change on every run
     for cell in nb.cells:
         cell.pop("id", None)
+    if numerics is not None:
+        nb.metadata["cpbook"] = {"numerics": numerics}
     nbformat.write(clean(nb), str(path))
+
+
+def stored_numerics(nb: nbformat.NotebookNode) -> dict | None:
+    """The CPU numerics a stored chapter was executed with; None for a chapter that predates them."""
+    return nb.metadata.get("cpbook", {}).get("numerics")
 
 
 def problems(path: Path) -> list[str]:

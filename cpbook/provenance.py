@@ -57,15 +57,26 @@ def numerics() -> dict:
 
     The same code, versions, seeds and thread count give bit-identical numbers on one kind of
     CPU, but not across kinds: MKL (torch's matmul) takes another code path on a non-Intel CPU
-    (its reproducible mode across vendors, MKL_CBWR=COMPATIBLE, makes training about 1.8x
-    slower here), and torch's own kernels differ with the vector width (AVX2 or AVX-512). A
-    trained model is chaotic in those bits, so a result recomputed on another kind of CPU agrees
-    statistically, not bit for bit; the README's "Reproducibility across CPUs" says more."""
+    (its mode reproducible across vendors, MKL_CBWR=COMPATIBLE, makes a training step 2.4x
+    slower on an AMD EPYC), and torch's own kernels differ with the vector width (AVX2 or
+    AVX-512). A trained model is chaotic in those bits, so a result recomputed on another kind
+    of CPU agrees statistically, not bit for bit: `cpbook.agreement` says how closely, and the
+    README's "Reproducibility across CPUs" says more."""
     import torch   # here, not at the top: provenance is imported by code that must start fast
 
+    # the model too: two generations of one vendor may take different MKL paths, and counting
+    # them as different is safe (their results are then compared within tolerance, not bitwise)
     return {"cpu_vendor": cpuinfo("vendor_id") or "unknown",
+            "cpu_model": "{} (family {}, model {})".format(cpuinfo("model name"), cpuinfo("cpu family"),
+                                                           cpuinfo("model\t")),
             "aten_capability": torch.backends.cpu.get_cpu_capability(),
             "mkl_cbwr": os.environ.get("MKL_CBWR", "off"), "torch_threads": torch.get_num_threads()}
+
+
+def same_numerics(stored: dict | None) -> bool:
+    """Whether a stored record's `numerics` are this process's: only then can the code reproduce
+    it bit for bit (elsewhere `cpbook.agreement` says how closely it must agree)."""
+    return bool(stored) and all(stored.get(k) == v for k, v in numerics().items())
 
 
 def numerics_note(stored: dict | None) -> str:

@@ -48,6 +48,23 @@ def pytest_report_header(config):
     """The CPU numerics of this run, first in every test log: the synthetic chapters' stored
     outputs and the stored runs' weight hashes are reproduced bit for bit only with the numerics
     they were made with (cpbook.provenance.numerics says why)."""
-    from cpbook.provenance import numerics
+    from pathlib import Path
 
-    return "cpbook CPU numerics: " + ", ".join(f"{k}={v}" for k, v in numerics().items())
+    import nbformat
+
+    from cpbook.notebooks import stored_numerics
+    from cpbook.provenance import numerics, same_numerics
+
+    book = Path(__file__).resolve().parents[1] / "book"
+    elsewhere = [p.stem for p in sorted(book.glob("*.ipynb"))
+                 if not same_numerics(stored_numerics(nbformat.read(str(p), as_version=4)))]
+    return ["cpbook CPU numerics: " + ", ".join(f"{k}={v}" for k, v in numerics().items()),
+            "chapters executed with other numerics, compared within cpbook.agreement's tolerance: "
+            + (", ".join(elsewhere) or "none")]
+
+
+
+def pytest_configure(config):
+    from cpbook.agreement import patch_nbval
+
+    patch_nbval()

@@ -8,11 +8,12 @@ import numpy as np
 import pytest
 import torch
 
-from cpbook.provenance import numerics_note
+from cpbook import agreement
+from cpbook.provenance import numerics_note, same_numerics
 from cpbook.results import StoredResultError
 from cpbook.synthetic import variants
 from cpbook.synthetic.config import ForgettingVariants, make_configs
-from cpbook.synthetic.evaluate import eval_prompts, evaluate
+from cpbook.synthetic.evaluate import eval_prompts, evaluate, predict
 from cpbook.synthetic.runs import finetune_model_now, finetuned, pretrained
 
 from test_runs import tiny
@@ -105,6 +106,18 @@ def test_the_stored_variants_are_the_chapters_and_a_random_one_recomputes():
     name = list(configs)[rng.integers(len(configs))]
     saved = sorted(int(s) for s in record["weights_sha256"][name] if s != "final")
     steps = int(rng.choice([s for s in saved if s <= variants.RECOMPUTE_STEPS]))
-    model = finetune_model_now(cfg, configs[name], steps)
-    assert variants.weights_sha256(model) == record["weights_sha256"][name][str(steps)], \
-        f"{name} after {steps} steps (CPBOOK_SAMPLE_SEED={seed}); {numerics_note(record.get('numerics'))}"
+    if same_numerics(record.get("numerics")):
+        model = finetune_model_now(cfg, configs[name], steps)
+        assert variants.weights_sha256(model) == record["weights_sha256"][name][str(steps)], \
+            f"{name} after {steps} steps (CPBOOK_SAMPLE_SEED={seed}); {numerics_note(record.get('numerics'))}"
+        return
+    # Another kind of CPU rounds the last bits otherwise, so no weights can be the stored ones:
+    # the whole run, trained here, must predict as the stored one did, its error at every k
+    # within cpbook.agreement's tolerance (about a minute more)
+    model = finetune_model_now(cfg, configs[name], configs[name].ft_steps)
+    _, prompts = _prompts(cfg)
+    for prior, p in prompts.items():
+        now, stored = (((pred - p.ys.double()) ** 2).mean(0) for pred in (predict(model, p), preds[name][prior]))
+        off = [k for k in range(len(now)) if not agreement.numbers_close(float(stored[k]), float(now[k]))]
+        assert not off, (f"{name} on {prior}: error at k = {off} is {now[off].tolist()} here, "
+                         f"{stored[off].tolist()} stored; {numerics_note(record.get('numerics'))}")

@@ -30,7 +30,7 @@ import torch
 
 from .. import cache, console, results, stats
 from ..params import ParameterError, param
-from ..provenance import committed_provenance, provenance
+from ..provenance import committed_provenance, numerics_note, provenance, same_numerics
 from .config import FinetuneConfig, SyntheticConfig, make_configs
 from .conjugate import conjugate_predict
 from .evaluate import Evaluation, errors_by_k, eval_prompts, evaluate, paired_gap
@@ -238,6 +238,16 @@ def stored_run_sha256(record: dict, lr: float) -> str | None:
     """The SHA-256 the stored grid recorded for the last weights of its run at `lr` (None when
     it has no run at that rate)."""
     return record["checksum"]["finetuned_sha256"].get(f"{lr:g}")
+
+
+def check_stored_run(record: dict, lr: float, weights_sha256: str) -> None:
+    """The stored grid's longest run at `lr` is the model whose weights hash to `weights_sha256`,
+    trained again now: bit for bit on the kind of CPU the grid was made on. Another kind rounds
+    the last bits otherwise, so there is nothing to compare bit for bit; tests/test_dose.py
+    compares a dose retrained there within cpbook.agreement's tolerance instead."""
+    if same_numerics(record.get("numerics")):
+        assert stored_run_sha256(record, lr) == weights_sha256, \
+            f"the stored dose grid's run at lr {lr:g} is not this model: {numerics_note(record.get('numerics'))}"
 
 
 def load_grid() -> tuple[pd.DataFrame, dict]:

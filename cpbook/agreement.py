@@ -1,0 +1,98 @@
+"""How a result recomputed on another kind of CPU is compared with the stored one.
+
+On the kind of CPU a result was made on (the same `provenance.numerics()`), the code reproduces
+it bit for bit, and the tests demand that. On another kind, torch's matmul (MKL) and its vector
+kernels round differently in the last bits, and training amplifies those bits into differences
+of the size another seed gives. There a printed output must still read the same, word for word,
+and each number in it must agree with the stored one within
+
+    |now - stored| <= ATOL + RTOL * |stored|,
+
+tolerances chosen from measurement: a chapter made on an Intel Xeon against the same chapter
+made on an AMD EPYC (the README's "Reproducibility across CPUs" gives the numbers).
+"""
+from __future__ import annotations
+
+import re
+
+RTOL = 0.05
+ATOL = 0.01
+
+# A decimal number as the chapters print them: a sign, digits, a fraction, an exponent.
+NUMBER = re.compile(r"[-+]?(?:\d+\.\d*|\.\d+|\d+)(?:[eE][-+]?\d+)?")
+
+
+def numbers_close(stored: float, now: float, rtol: float = RTOL, atol: float = ATOL) -> bool:
+    return abs(now - stored) <= atol + rtol * abs(stored)
+
+
+def texts_agree(stored: str, now: str, rtol: float = RTOL, atol: float = ATOL) -> str | None:
+    """None when `now` reads as `stored` with each number within tolerance; otherwise what
+    differs first (the text between the numbers, or one number)."""
+    words_stored, words_now = NUMBER.split(stored), NUMBER.split(now)
+    if words_stored != words_now:
+        a, b = next((a, b) for a, b in zip(words_stored + [""], words_now + [""]) if a != b)
+        return f"the text differs, not only its numbers: {a!r} stored, {b!r} now"
+    for a, b in zip(NUMBER.findall(stored), NUMBER.findall(now)):
+        if not numbers_close(float(a), float(b), rtol, atol):
+            return f"{b} now against {a} stored, beyond {atol} + {rtol:.0%} of it"
+    return None
+
+
+def outputs_agree(stored, now, rtol: float = RTOL, atol: float = ATOL) -> str | None:
+    """`texts_agree` for strings (or lists of lines), plain equality for anything else."""
+    join = lambda v: "".join(v) if isinstance(v, list) and all(isinstance(x, str) for x in v) else v  # noqa: E731
+    stored, now = join(stored), join(now)
+    if isinstance(stored, str) and isinstance(now, str):
+        return texts_agree(stored, now, rtol, atol)
+    return None if stored == now else "the outputs differ (not text)"
+
+
+def patch_nbval() -> None:
+    """Teach nbval the rule above (tests/conftest.py calls this). nbval demands every stored
+    output bit for bit; a chapter whose metadata records other numerics than this machine's
+    (cpbook.notebooks.stored_numerics; a chapter that records none counts as made elsewhere)
+    gets a second comparison of what nbval found different: `outputs_agree`, output by output."""
+    from nbval.plugin import IPyNbCell, transform_streams_for_comparison
+
+    from .notebooks import stored_numerics
+    from .provenance import same_numerics
+
+    if getattr(IPyNbCell.compare_outputs, "cpbook", False):
+        return
+    bit_for_bit = IPyNbCell.compare_outputs
+
+    def by_kind(outputs, skip, sanitize):
+        """{stream name or MIME type: [its sanitized values in order]}, as nbval pairs them."""
+        out = {}
+        for o in transform_streams_for_comparison(outputs):
+            for key, value in o.items():
+                for name, v in (value.items() if key == "data" else [(key, value)]):
+                    if key not in skip and name not in skip:
+                        out.setdefault(name, []).append(sanitize(v))
+        return out
+
+    def compare_outputs(self, test, ref, skip_compare=None):
+        if bit_for_bit(self, test, ref, skip_compare):
+            return True
+        made_with = stored_numerics(self.parent.nb)
+        if same_numerics(made_with):
+            return False
+        skip = skip_compare or self.parent.skip_compare
+        now, stored = by_kind(test, skip, self.sanitize), by_kind(ref, skip, self.sanitize)
+        if now.keys() != stored.keys() or any(len(now[k]) != len(stored[k]) for k in stored):
+            return False                        # nbval's own message says what is missing
+        for kind, values in stored.items():
+            for a, b in zip(values, now[kind]):
+                why = outputs_agree(a, b)
+                if why:
+                    self.comparison_traceback.insert(0, (
+                        f"This chapter was executed with other CPU numerics ({made_with or 'not recorded'}), "
+                        f"so its numbers are compared within {ATOL} + {RTOL:.0%} (cpbook.agreement): "
+                        f"{kind}: {why}\n"))
+                    return False
+        self.comparison_traceback = []
+        return True
+
+    compare_outputs.cpbook = True
+    IPyNbCell.compare_outputs = compare_outputs

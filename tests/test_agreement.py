@@ -1,0 +1,70 @@
+"""How stored outputs are compared on another kind of CPU (cpbook.agreement): the same words,
+each number within tolerance; bit for bit where the numerics are the stored ones."""
+import subprocess
+import sys
+
+import nbformat
+import pytest
+
+from cpbook.agreement import ATOL, RTOL, numbers_close, outputs_agree, texts_agree
+from cpbook.provenance import numerics, same_numerics
+
+
+def test_numbers_within_tolerance_agree_and_others_do_not():
+    assert numbers_close(1.0, 1.0 + RTOL) and not numbers_close(1.0, 1.0 + RTOL + ATOL + 1e-9)
+    assert numbers_close(0.0, ATOL) and not numbers_close(0.0, 2 * ATOL)
+    assert texts_agree("<td>0.574</td><td>-0.0010</td>", "<td>0.575</td><td>0.0004</td>") is None
+    assert "0.650 now against 0.574" in texts_agree("error 0.574 at k = 1", "error 0.650 at k = 1")
+    assert "the text differs" in texts_agree("verdict: partly (0.5)", "verdict: reproduced (0.5)")
+    assert "the text differs" in texts_agree("a 1 b", "a 1 b 2")
+    assert "the text differs" in texts_agree("1 step", "1.5 steps")
+    assert texts_agree("", "") is None and texts_agree("no numbers", "no numbers") is None
+
+
+def test_outputs_are_joined_lines_or_compared_whole():
+    assert outputs_agree(["k = 1: 0.50\n", "k = 2: 0.25\n"], "k = 1: 0.51\nk = 2: 0.25\n") is None
+    assert outputs_agree({"a": 1}, {"a": 1}) is None
+    assert outputs_agree({"a": 1}, {"a": 2}) == "the outputs differ (not text)"
+
+
+def test_same_numerics_needs_every_field():
+    now = numerics()
+    assert same_numerics(now)
+    assert not same_numerics(None) and not same_numerics({})
+    assert not same_numerics({**now, "cpu_vendor": "elsewhere"})
+    assert not same_numerics({k: v for k, v in now.items() if k != "aten_capability"})
+
+
+def _notebook(path, printed, stored, made_with):
+    nb = nbformat.v4.new_notebook()
+    cell = nbformat.v4.new_code_cell(f"print({printed!r})", execution_count=1)
+    cell.outputs = [nbformat.v4.new_output("stream", name="stdout", text=stored + "\n")]
+    nb.cells = [cell]
+    if made_with is not None:
+        nb.metadata["cpbook"] = {"numerics": made_with}
+    nbformat.write(nb, str(path))
+
+
+CASES = {   # name: (printed now, stored output, numerics stored with it, whether nbval passes)
+    "elsewhere_close": ("error 0.575 [0.52, 0.63]", "error 0.574 [0.52, 0.62]", "elsewhere", True),
+    "unrecorded_close": ("error 0.575", "error 0.574", None, True),
+    "elsewhere_far": ("error 0.700", "error 0.574", "elsewhere", False),
+    "elsewhere_words": ("verdict: reproduced 0.5", "verdict: partly 0.5", "elsewhere", False),
+    "here_close": ("error 0.575", "error 0.574", "here", False),
+}
+
+
+def test_nbval_compares_bit_for_bit_here_and_within_tolerance_elsewhere(tmp_path):
+    """A real nbval run over one-cell notebooks whose stored output differs from what they print."""
+    made = {"here": numerics(), "elsewhere": {**numerics(), "cpu_vendor": "elsewhere"}, None: None}
+    for name, (printed, stored, made_with, _) in CASES.items():
+        _notebook(tmp_path / f"{name}.ipynb", printed, stored, made[made_with])
+    (tmp_path / "conftest.py").write_text("from cpbook.agreement import patch_nbval\n\n\n"
+                                          "def pytest_configure(config):\n    patch_nbval()\n")
+    (tmp_path / "pytest.ini").write_text("[pytest]\n")
+    run = subprocess.run([sys.executable, "-m", "pytest", "--nbval", "-p", "no:cacheprovider", "-rA"],
+                         cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    for name, (*_, made_with, passes) in CASES.items():
+        assert f"{'PASSED' if passes else 'FAILED'} {name}.ipynb::Cell 0" in run.stdout, (name, run.stdout[-4000:])
+    elsewhere_far = run.stdout[run.stdout.index("elsewhere_far.ipynb::Cell 0 _"):]
+    assert "other CPU numerics" in elsewhere_far and "0.700 now against 0.574 stored" in elsewhere_far
