@@ -151,11 +151,18 @@ def test_the_stored_grid_is_the_chapters_and_a_random_dose_recomputes():
     stored = table[(table["lr"] == lr) & (table["steps"] == steps)].set_index("measure")
     where = f"dose lr {lr:g}, {int(steps)} steps (CPBOOK_SAMPLE_SEED={seed}); {numerics_note(record.get('numerics'))}"
     assert sorted(now.index) == sorted(stored.index), where
-    # bit for bit on the kind of CPU the grid was made on (the tolerance only absorbs the CSV's
-    # rounding); elsewhere within cpbook.agreement's tolerance, as the chapters' printed numbers
-    rtol, atol = (1e-4, 1e-5) if same_numerics(record.get("numerics")) else (agreement.RTOL, agreement.ATOL)
-    for col in ("mean", "low", "high"):
-        assert np.allclose(now[col], stored.loc[now.index, col], rtol=rtol, atol=atol), (col, where)
+    stored = stored.loc[now.index]
+    if same_numerics(record.get("numerics")):   # bit for bit: the tolerance only absorbs the CSV's rounding
+        for col in ("mean", "low", "high"):
+            assert np.allclose(now[col], stored[col], rtol=1e-4, atol=1e-5), (col, where)
+        return
+    # another kind of CPU: each estimate within its stored interval's width of the stored one (a
+    # 99% interval is 3.6 standard deviations of the difference of two independent estimates wide;
+    # the grids made on an Intel Xeon and an AMD EPYC all agree so), a point estimate (the alphas)
+    # within cpbook.agreement's tolerance
+    off = [m for m in now.index if abs(now.loc[m, "mean"] - stored.loc[m, "mean"]) >
+           max(stored.loc[m, "high"] - stored.loc[m, "low"], agreement.ATOL + agreement.RTOL * abs(stored.loc[m, "mean"]))]
+    assert not off, (pd.concat({"now": now.loc[off], "stored": stored.loc[off]}, axis=1).to_string(), where)
 
 
 def test_the_grid_is_loaded_only_for_the_stored_parameters_and_checked(tmp_path, monkeypatch):
