@@ -81,4 +81,7 @@ def problems(path: Path) -> list[str]:
                 out.append(f"code cell {i} shows a raw repr (a pandas Series or a dict): show a table or a sentence")
     if "papermill" in nb.metadata or "widgets" in nb.metadata:
         out.append("run-specific notebook metadata (papermill/widgets) was not stripped")
+    if stored_numerics(nb) is None:
+        out.append("no CPU numerics recorded (the tests cannot tell whether to compare it bit for bit): "
+                   "execute it with cpbook run")
     return out

@@ -162,6 +162,7 @@ def test_a_raw_repr_in_a_stored_chapter_is_a_problem(tmp_path):
     series = nbformat.v4.new_code_cell("s", execution_count=2, outputs=[nbformat.v4.new_output(
         "execute_result", {"text/plain": "a    1\nb    2\nName: x, dtype: int64"}, execution_count=2)])
     nb.cells = [params, series]
+    nb.metadata["cpbook"] = {"numerics": {"cpu_vendor": "any"}}
     path = tmp_path / "c.ipynb"
     nbformat.write(nb, str(path))
     assert problems(path) == ["code cell 1 shows a raw repr (a pandas Series or a dict): show a table or a sentence"]
@@ -171,3 +172,20 @@ def test_a_raw_repr_in_a_stored_chapter_is_a_problem(tmp_path):
     series.outputs = [nbformat.v4.new_output("stream", name="stdout", text="lr 0.001, 400 steps\n")]
     nbformat.write(nb, str(path))
     assert problems(path) == []
+
+
+def test_a_chapter_records_the_numerics_it_was_executed_with(tmp_path):
+    """cpbook run stores the executing machine's CPU numerics in the chapter (clean_file), which
+    the tests read to choose between bit for bit and cpbook.agreement's tolerance; a chapter
+    without them is a problem."""
+    import nbformat
+    from cpbook.notebooks import clean_file, stored_numerics
+    from cpbook.provenance import numerics
+
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell("alpha = 0.5", execution_count=1, metadata={"tags": ["parameters"]})]
+    path = tmp_path / "c.ipynb"
+    nbformat.write(nb, str(path))
+    assert [p for p in problems(path) if "numerics" in p]
+    clean_file(path, numerics())
+    assert stored_numerics(nbformat.read(str(path), as_version=4)) == numerics() and problems(path) == []
