@@ -32,8 +32,10 @@ def texts_agree(stored: str, now: str, rtol: float = RTOL, atol: float = ATOL) -
     # the words between the numbers, their spacing aside (a table printed as text aligns its
     # columns to the widest number)
     words_stored, words_now = ([" ".join(w.split()) for w in NUMBER.split(t)] for t in (stored, now))
+    if len(words_stored) != len(words_now):
+        return f"the text holds {len(words_now) - 1} numbers now, {len(words_stored) - 1} stored"
     if words_stored != words_now:
-        a, b = next((a, b) for a, b in zip(words_stored + [""], words_now + [""]) if a != b)
+        a, b = next((a, b) for a, b in zip(words_stored, words_now) if a != b)
         return f"the text differs, not only its numbers: {a!r} stored, {b!r} now"
     for a, b in zip(NUMBER.findall(stored), NUMBER.findall(now)):
         if not numbers_close(float(a), float(b), rtol, atol):
