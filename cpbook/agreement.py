@@ -15,6 +15,9 @@ from __future__ import annotations
 
 import re
 
+from .notebooks import stored_numerics
+from .provenance import same_numerics
+
 RTOL = 0.15
 ATOL = 0.05
 
@@ -57,10 +60,8 @@ def patch_nbval() -> None:
     output bit for bit; a chapter whose metadata records other numerics than this machine's
     (cpbook.notebooks.stored_numerics; a chapter that records none counts as made elsewhere)
     gets a second comparison of what nbval found different: `outputs_agree`, output by output."""
+    # nbval is a test dependency: only the test run that calls this needs it
     from nbval.plugin import IPyNbCell, transform_streams_for_comparison
-
-    from .notebooks import stored_numerics
-    from .provenance import same_numerics
 
     if getattr(IPyNbCell.compare_outputs, "cpbook", False):
         return
