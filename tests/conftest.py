@@ -63,8 +63,3 @@ def pytest_report_header(config):
             + (", ".join(elsewhere) or "none")]
 
 
-
-def pytest_configure(config):
-    from cpbook.agreement import patch_nbval
-
-    patch_nbval()
