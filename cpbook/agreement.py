@@ -55,8 +55,14 @@ def outputs_agree(stored, now, rtol: float = RTOL, atol: float = ATOL) -> str | 
     return None if stored == now else "the outputs differ (not text)"
 
 
+def pytest_configure(config) -> None:
+    """This module is also a pytest plugin (pytest.ini loads it with `-p cpbook.agreement`), so
+    the rule holds however pytest is pointed at the chapters."""
+    patch_nbval()
+
+
 def patch_nbval() -> None:
-    """Teach nbval the rule above (tests/conftest.py calls this). nbval demands every stored
+    """Teach nbval the rule above. nbval demands every stored
     output bit for bit; a chapter whose metadata records other numerics than this machine's
     (cpbook.notebooks.stored_numerics; a chapter that records none counts as made elsewhere)
     gets a second comparison of what nbval found different: `outputs_agree`, output by output."""

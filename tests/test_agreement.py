@@ -60,10 +60,9 @@ def test_nbval_compares_bit_for_bit_here_and_within_tolerance_elsewhere(tmp_path
     made = {"here": numerics(), "elsewhere": {**numerics(), "cpu_vendor": "elsewhere"}, None: None}
     for name, (printed, stored, made_with, _) in CASES.items():
         _notebook(tmp_path / f"{name}.ipynb", printed, stored, made[made_with])
-    (tmp_path / "conftest.py").write_text("from cpbook.agreement import patch_nbval\n\n\n"
-                                          "def pytest_configure(config):\n    patch_nbval()\n")
     (tmp_path / "pytest.ini").write_text("[pytest]\n")
-    run = subprocess.run([sys.executable, "-m", "pytest", "--nbval", "-p", "no:cacheprovider", "-rA"],
+    run = subprocess.run([sys.executable, "-m", "pytest", "-p", "cpbook.agreement", "--nbval",
+                          "-p", "no:cacheprovider", "-rA"],
                          cwd=tmp_path, capture_output=True, text=True, timeout=300)
     for name, (*_, made_with, passes) in CASES.items():
         assert f"{'PASSED' if passes else 'FAILED'} {name}.ipynb::Cell 0" in run.stdout, (name, run.stdout[-4000:])
