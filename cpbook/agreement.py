@@ -62,10 +62,10 @@ def pytest_configure(config) -> None:
 
 
 def patch_nbval() -> None:
-    """Teach nbval the rule above. nbval demands every stored
-    output bit for bit; a chapter whose metadata records other numerics than this machine's
-    (cpbook.notebooks.stored_numerics; a chapter that records none counts as made elsewhere)
-    gets a second comparison of what nbval found different: `outputs_agree`, output by output."""
+    """Teach nbval the rule above. nbval demands every stored output bit for bit; a chapter
+    whose metadata records other numerics than this machine's (cpbook.notebooks.stored_numerics;
+    a chapter that records none counts as made elsewhere) gets a second comparison of what nbval
+    found different: `outputs_agree`, output by output."""
     # nbval is a test dependency: only the test run that calls this needs it
     from nbval.plugin import IPyNbCell, transform_streams_for_comparison
 

@@ -43,7 +43,7 @@ def clean(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
 def clean_file(path: Path, numerics: dict | None = None) -> None:
     """Clean the notebook at `path` in place; `numerics` (provenance.numerics() of the machine
     that just executed it) are stored in its metadata, so the tests know whether they can demand
-    its outputs bit for bit (tests/conftest.py)."""
+    its outputs bit for bit (cpbook.agreement)."""
     nb = nbformat.read(str(path), as_version=4)
     nb.nbformat_minor = 4            # no cell ids: they would change on every run
     for cell in nb.cells:

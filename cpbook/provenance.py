@@ -73,10 +73,15 @@ def numerics() -> dict:
             "mkl_cbwr": os.environ.get("MKL_CBWR", "off"), "torch_threads": torch.get_num_threads()}
 
 
+def _differences(stored: dict, now: dict) -> dict:
+    """{field: (stored value, this process's value)} for each field of `now` that differs."""
+    return {k: (stored.get(k), v) for k, v in now.items() if stored.get(k) != v}
+
+
 def same_numerics(stored: dict | None) -> bool:
     """Whether a stored record's `numerics` are this process's: only then can the code reproduce
     it bit for bit (elsewhere `cpbook.agreement` says how closely it must agree)."""
-    return bool(stored) and all(stored.get(k) == v for k, v in numerics().items())
+    return bool(stored) and not _differences(stored, numerics())
 
 
 def numerics_note(stored: dict | None) -> str:
@@ -87,7 +92,7 @@ def numerics_note(stored: dict | None) -> str:
         return (f"the stored result records no CPU numerics (it predates them); this machine: {now}. "
                 "Bit-identical recomputation needs the same kind of CPU (see the README's "
                 "'Reproducibility across CPUs')")
-    differ = {k: (stored.get(k), v) for k, v in now.items() if stored.get(k) != v}
+    differ = _differences(stored, now)
     if not differ:
         return "same CPU numerics as the stored run"
     return ("the stored result was computed with other CPU numerics, so its last bits differ: "
