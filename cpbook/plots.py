@@ -429,6 +429,29 @@ def revival_figure(history: pd.DataFrame, pretrained_level: dict[str, float]):
     return fig
 
 
+def budget_figure(table: pd.DataFrame, thresholds: dict[str, float], own_steps: int | None = None):
+    """The share of the gap to the Bayes mixture closed against the pretraining steps (log
+    scale), one panel per prior, with the range the 99% intervals allow; `thresholds` (label ->
+    share) are drawn as lines, `own_steps` (the chapter's own model) is marked."""
+    fig, axes = plt.subplots(1, 2, figsize=(WIDTH, 3.2), sharey=True)
+    steps = sorted(table["steps"].unique())
+    for ax, prior in zip(axes, priors_in(table)):
+        t = table[table["prior"] == prior].sort_values("steps")
+        ax.errorbar(t["steps"], t["share"], yerr=[t["share"] - t["share_low"], t["share_high"] - t["share"]],
+                    fmt="o-", ms=4, capsize=2, lw=1.4, color=PALETTE["transformer"], label="transformer")
+        for (label, share), ls in zip(thresholds.items(), ("--", ":")):
+            ax.axhline(share, color=PALETTE["mixture"], ls=ls, lw=1, label=label)
+        if own_steps in steps:
+            ax.axvline(own_steps, color="#888888", lw=0.8)
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(steps, [str(s) for s in steps])
+        ax.yaxis.set_major_formatter(PercentFormatter(1.0))
+        _label(ax, f"{prior} prompts", "pretraining steps", "share of the gap closed", bottom=None)
+    axes[1].get_legend().remove()
+    fig.tight_layout()
+    return fig
+
+
 SPREAD_PANELS = (("drop", "drop in ICL accuracy (points)"), ("margin_shift", "margin shift, base - tuned (nats)"))
 
 
