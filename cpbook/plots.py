@@ -442,12 +442,14 @@ def budget_figure(table: pd.DataFrame, thresholds: dict[str, float], own_steps: 
         for (label, share), ls in zip(thresholds.items(), ("--", ":")):
             ax.axhline(share, color=PALETTE["mixture"], ls=ls, lw=1, label=label)
         if own_steps in steps:
-            ax.axvline(own_steps, color="#888888", lw=0.8)
+            ax.axvline(own_steps, color="#888888", lw=0.8, label="this chapter's model")
         ax.set_xscale("log", base=2)
         ax.set_xticks(steps, [str(s) for s in steps])
         ax.yaxis.set_major_formatter(PercentFormatter(1.0))
         _label(ax, f"{prior} prompts", "pretraining steps", "share of the gap closed", bottom=None)
-    axes[1].get_legend().remove()
+    axes[0].get_legend().remove()
+    # in the empty middle of D_cont's panel, on white so that the vertical line does not cross it
+    axes[1].legend(fontsize=SMALL, loc="center right", frameon=True, framealpha=1, edgecolor="none")
     fig.tight_layout()
     return fig
 
