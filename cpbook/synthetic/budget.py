@@ -4,16 +4,16 @@ The `cpu` preset pretrains for 4000 steps (minutes on 2 cores), and its model cl
 the gap between ridge and the Bayes mixture on D_disc. The budget curve pretrains the same world,
 model and schedule (warm-up, then the cosine over the whole run) for other step counts and
 measures each model as chapter 1 measures its own: the share of the gap closed on each prior,
-from the paired 99% intervals of `chapter.mixture_claims`. The longest runs take half an hour
-here, so the table is stored under book/results/pretraining/ with its provenance and chapter 1
-reads it.
+from the paired 99% intervals of `chapter.mixture_claims`. The four runs take about 25 minutes
+on 2 cores (the longest 13), so the table is stored under book/results/pretraining/ with its
+provenance and chapter 1 reads it.
 
 CI's agreement check (tests/test_budget.py) takes the stored run at the preset's own step count,
 which is chapter 1's model (CI trains it for the chapters anyway): on the kind of CPU the table
 was made on it must have the very same weights and measures, elsewhere the same measures within
 cpbook.agreement's tolerance.
 
-    python -m cpbook.synthetic.budget      # store the `cpu` preset's curve (about 40 min on 2 cores)
+    python -m cpbook.synthetic.budget      # store the `cpu` preset's curve (about 25 minutes on 2 cores)
 """
 from __future__ import annotations
 
