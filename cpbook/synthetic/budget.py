@@ -31,7 +31,7 @@ from ..plots import PRIOR_ORDER
 from .chapter import CLOSE_TO_MIXTURE, mixture_claims
 from .config import SyntheticConfig, make_config
 from .evaluate import eval_prompts, evaluate
-from .runs import pretrained
+from .runs import Pretrained, pretrained
 
 RESULTS = Path(__file__).resolve().parents[2] / "book" / "results" / "pretraining"
 TABLE, RECORD = RESULTS / "budget.csv", RESULTS / "budget.json"
@@ -78,7 +78,7 @@ def shares(claims: pd.DataFrame, model: str = "transformer") -> list[dict]:
     return rows
 
 
-def measure(cfg: SyntheticConfig, progress: bool = True) -> tuple[list[dict], object]:
+def measure(cfg: SyntheticConfig, progress: bool = True) -> tuple[list[dict], Pretrained]:
     """The pretrained model of `cfg` (from the cache, or trained now) measured as chapter 1
     measures it; returns (rows, the Pretrained run)."""
     run = pretrained(cfg, progress=progress)
