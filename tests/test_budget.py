@@ -7,7 +7,6 @@ from dataclasses import replace
 import pandas as pd
 import pytest
 
-from cpbook import agreement, cache
 from cpbook.params import ParameterError
 from cpbook.provenance import numerics_note, same_numerics
 from cpbook.results import StoredResultError
@@ -41,7 +40,7 @@ def test_the_stored_curve_is_what_each_model_measures(stored_here):
     for s in (10, 20):
         run_cfg = replace(cfg, steps=s)
         rows, run = budget.measure(run_cfg, progress=False)   # from the cache now
-        assert record["pretrained_sha256"][str(s)] == cache.sha256_file(run.run_dir / "model.safetensors")
+        assert record["pretrained_sha256"][str(s)] == run.weights_sha256()
         now = pd.DataFrame(rows, columns=budget.COLUMNS)
         pd.testing.assert_frame_equal(table[table["steps"] == s].reset_index(drop=True), now,
                                       check_exact=False, rtol=1e-12)
@@ -96,7 +95,7 @@ def test_the_stored_curve_is_the_chapters_and_its_own_step_count_recomputes():
     now = pd.DataFrame(rows, columns=budget.COLUMNS)
     note = numerics_note(record.get("numerics"))
     if same_numerics(record.get("numerics")):
-        assert record["pretrained_sha256"][str(cfg.steps)] == cache.sha256_file(run.run_dir / "model.safetensors"), note
+        assert record["pretrained_sha256"][str(cfg.steps)] == run.weights_sha256(), note
         pd.testing.assert_frame_equal(stored, now, check_exact=False, rtol=1e-12)
         return
     off = budget.disagreements(table, rows, cfg.steps)

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from .. import agreement, cache, console, results, stats
+from .. import agreement, console, results, stats
 from ..params import ParameterError
 from ..provenance import committed_provenance
 from ..plots import PRIOR_ORDER
@@ -98,7 +98,7 @@ def store_budget(cfg: SyntheticConfig, steps=BUDGET_STEPS, progress: bool = True
         console.say(f"budget curve: {s} pretraining steps")
         measured, run = measure(replace(cfg, steps=s), progress)
         rows += measured
-        hashes[str(s)] = cache.sha256_file(run.run_dir / "model.safetensors")
+        hashes[str(s)] = run.weights_sha256()
         seconds[str(s)] = run.meta.get("train_seconds")
     table = pd.DataFrame(rows, columns=COLUMNS)
     results.write_text(TABLE, table.to_csv(index=False))

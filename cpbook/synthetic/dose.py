@@ -226,7 +226,7 @@ def store_grid(cfg: SyntheticConfig, ft: FinetuneConfig, grid: DoseGrid, level: 
     runs = {f"{lr:g}": finetuned(cfg, replace(ft, ft_lr=lr, ft_steps=max(grid.dose_steps)), progress=False
                                  ).weights_sha256() for lr in grid.dose_lrs}
     record = {"run": run_key(cfg, ft, grid, level), "rows": len(table),
-              "checksum": {"pretrained_sha256": cache.sha256_file(pre.run_dir / "model.safetensors"),
+              "checksum": {"pretrained_sha256": pre.weights_sha256(),
                            "finetuned_sha256": runs},
               "alpha_pretrained": {"output-matched": ref.alpha_pre, "g-matched": ref.alpha_pre_g}, **origin}
     results.write_text(TABLE, table.to_csv(index=False))

@@ -32,6 +32,14 @@ class Pretrained:
     run_dir: Path
     meta: dict
 
+    def weights_sha256(self) -> str:
+        """The SHA-256 of the pretrained weights file (what stored results record)."""
+        return _weights_file_sha256(self.run_dir)
+
+
+def _weights_file_sha256(run_dir: Path) -> str:
+    return cache.sha256_file(run_dir / "model.safetensors")
+
 
 def build_model(cfg: SyntheticConfig) -> InContextRegressor:
     """A freshly initialised model for `cfg` (its initial weights drawn from init_seed)."""
@@ -91,7 +99,7 @@ class Finetuned:
 
     def weights_sha256(self) -> str:
         """The SHA-256 of the run's final weights file (what stored results record)."""
-        return cache.sha256_file(self.run_dir / "model.safetensors")
+        return _weights_file_sha256(self.run_dir)
 
     def at(self, steps: int) -> InContextRegressor:
         """The model after `steps` of the run's steps (chapter 8's doses): one of snapshot_steps."""
