@@ -454,6 +454,34 @@ def budget_figure(table: pd.DataFrame, thresholds: dict[str, float], own_steps: 
     return fig
 
 
+def shapes_figure(table: pd.DataFrame, thresholds: dict[str, float], own: tuple[int, int] | None = None):
+    """The share of the gap to the Bayes mixture closed against a model shape's cost a step (a
+    ratio to the chapter's own model), one panel per prior, each shape labelled layers x width,
+    with the range the 99% intervals allow; `thresholds` (label -> share) are drawn as lines and
+    `own` (n_layer, n_embd), the chapter's model, is drawn hollow."""
+    fig, axes = plt.subplots(1, 2, figsize=(WIDTH, 3.2), sharey=True)
+    for ax, prior in zip(axes, priors_in(table)):
+        t = table[table["prior"] == prior]
+        ax.errorbar(t["step_cost"], t["share"], yerr=[t["share"] - t["share_low"], t["share_high"] - t["share"]],
+                    fmt="o", ms=5, capsize=2, lw=1.4, color=PALETTE["transformer"], label="transformer")
+        for r in t.itertuples():
+            mine = own == (r.n_layer, r.n_embd)
+            if mine:
+                ax.plot(r.step_cost, r.share, "o", ms=5, mfc="white", color=PALETTE["transformer"],
+                        label="this chapter's model")
+            ax.annotate(f"{r.n_layer} x {r.n_embd}", (r.step_cost, r.share), xytext=(5, -10),
+                        textcoords="offset points", fontsize=SMALL)
+        for (label, share), ls in zip(thresholds.items(), ("--", ":")):
+            ax.axhline(share, color=PALETTE["mixture"], ls=ls, lw=1, label=label)
+        ax.yaxis.set_major_formatter(PercentFormatter(1.0))
+        _label(ax, f"{prior} prompts", "cost a step (this chapter's model = 1)", "share of the gap closed",
+               bottom=None)
+    axes[0].get_legend().remove()
+    axes[1].legend(fontsize=SMALL, loc="lower right", frameon=True, framealpha=1, edgecolor="none")
+    fig.tight_layout()
+    return fig
+
+
 SPREAD_PANELS = (("drop", "drop in ICL accuracy (points)"), ("margin_shift", "margin shift, base - tuned (nats)"))
 
 
