@@ -455,27 +455,27 @@ def budget_figure(table: pd.DataFrame, thresholds: dict[str, float], own_steps: 
 
 
 def shapes_figure(table: pd.DataFrame, thresholds: dict[str, float], own: tuple[int, int] | None = None):
-    """The share of the gap to the Bayes mixture closed against a model shape's cost a step (a
-    ratio to the chapter's own model), one panel per prior, each shape labelled layers x width,
-    with the range the 99% intervals allow; `thresholds` (label -> share) are drawn as lines and
-    `own` (n_layer, n_embd), the chapter's model, is drawn hollow."""
-    fig, axes = plt.subplots(1, 2, figsize=(WIDTH, 3.2), sharey=True)
+    """The share of the gap to the Bayes mixture closed by each model shape (layers x width, in
+    order of depth, its cost a step under its name as a ratio to the chapter's own model), one
+    panel per prior, with the range the 99% intervals allow; `thresholds` (label -> share) are
+    drawn as lines and `own` (n_layer, n_embd), the chapter's model, is drawn hollow."""
+    fig, axes = plt.subplots(1, 2, figsize=(WIDTH, 3.4), sharey=True)
     for ax, prior in zip(axes, priors_in(table)):
-        t = table[table["prior"] == prior]
-        ax.errorbar(t["step_cost"], t["share"], yerr=[t["share"] - t["share_low"], t["share_high"] - t["share"]],
-                    fmt="o", ms=5, capsize=2, lw=1.4, color=PALETTE["transformer"], label="transformer")
-        for r in t.itertuples():
-            mine = own == (r.n_layer, r.n_embd)
-            if mine:
-                ax.plot(r.step_cost, r.share, "o", ms=5, mfc="white", color=PALETTE["transformer"],
-                        label="this chapter's model")
-            ax.annotate(f"{r.n_layer} x {r.n_embd}", (r.step_cost, r.share), xytext=(5, -10),
-                        textcoords="offset points", fontsize=SMALL)
+        t = table[table["prior"] == prior].sort_values(["n_layer", "n_embd"]).reset_index(drop=True)
+        labelled = set()                  # one legend entry for all the other shapes
+        for i, r in t.iterrows():
+            label = "this chapter's model" if own == (r["n_layer"], r["n_embd"]) else "other shapes"
+            ax.errorbar(i, r["share"], yerr=[[r["share"] - r["share_low"]], [r["share_high"] - r["share"]]],
+                        fmt="o", ms=6, capsize=2, lw=1.4, color=PALETTE["transformer"],
+                        mfc="white" if label != "other shapes" else PALETTE["transformer"],
+                        label=None if label in labelled else label)
+            labelled.add(label)
         for (label, share), ls in zip(thresholds.items(), ("--", ":")):
             ax.axhline(share, color=PALETTE["mixture"], ls=ls, lw=1, label=label)
+        ax.set_xticks(range(len(t)), [f"{r.n_layer} x {r.n_embd}\n({r.step_cost:.2f})" for r in t.itertuples()])
+        ax.set_xlim(-0.5, len(t) - 0.5)
         ax.yaxis.set_major_formatter(PercentFormatter(1.0))
-        _label(ax, f"{prior} prompts", "cost a step (this chapter's model = 1)", "share of the gap closed",
-               bottom=None)
+        _label(ax, f"{prior} prompts", "layers x width (cost a step)", "share of the gap closed", bottom=None)
     axes[0].get_legend().remove()
     axes[1].legend(fontsize=SMALL, loc="lower right", frameon=True, framealpha=1, edgecolor="none")
     fig.tight_layout()
