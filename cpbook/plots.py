@@ -429,6 +429,15 @@ def revival_figure(history: pd.DataFrame, pretrained_level: dict[str, float]):
     return fig
 
 
+def _share_panel(ax, prior: str, thresholds: dict[str, float], xlabel: str) -> None:
+    """A panel of the share of the gap closed: the verdict's thresholds (label -> share) as
+    lines, the y axis in per cent, and the titles."""
+    for (label, share), ls in zip(thresholds.items(), ("--", ":")):
+        ax.axhline(share, color=PALETTE["mixture"], ls=ls, lw=1, label=label)
+    ax.yaxis.set_major_formatter(PercentFormatter(1.0))
+    _label(ax, f"{prior} prompts", xlabel, "share of the gap closed", bottom=None)
+
+
 def budget_figure(table: pd.DataFrame, thresholds: dict[str, float], own_steps: int | None = None):
     """The share of the gap to the Bayes mixture closed against the pretraining steps (log
     scale), one panel per prior, with the range the 99% intervals allow; `thresholds` (label ->
@@ -439,14 +448,11 @@ def budget_figure(table: pd.DataFrame, thresholds: dict[str, float], own_steps: 
         t = table[table["prior"] == prior].sort_values("steps")
         ax.errorbar(t["steps"], t["share"], yerr=[t["share"] - t["share_low"], t["share_high"] - t["share"]],
                     fmt="o-", ms=4, capsize=2, lw=1.4, color=PALETTE["transformer"], label="transformer")
-        for (label, share), ls in zip(thresholds.items(), ("--", ":")):
-            ax.axhline(share, color=PALETTE["mixture"], ls=ls, lw=1, label=label)
+        _share_panel(ax, prior, thresholds, "pretraining steps")
         if own_steps in steps:
             ax.axvline(own_steps, color="#888888", lw=0.8, label="this chapter's model")
         ax.set_xscale("log", base=2)
         ax.set_xticks(steps, [str(s) for s in steps])
-        ax.yaxis.set_major_formatter(PercentFormatter(1.0))
-        _label(ax, f"{prior} prompts", "pretraining steps", "share of the gap closed", bottom=None)
     axes[0].get_legend().remove()
     # in the empty middle of D_cont's panel, on white so that the vertical line does not cross it
     axes[1].legend(fontsize=SMALL, loc="center right", frameon=True, framealpha=1, edgecolor="none")
@@ -464,18 +470,16 @@ def shapes_figure(table: pd.DataFrame, thresholds: dict[str, float], own: tuple[
         t = table[table["prior"] == prior].sort_values(["n_layer", "n_embd"]).reset_index(drop=True)
         labelled = set()                  # one legend entry for all the other shapes
         for i, r in t.iterrows():
-            label = "this chapter's model" if own == (r["n_layer"], r["n_embd"]) else "other shapes"
+            mine = own == (r["n_layer"], r["n_embd"])
+            label = "this chapter's model" if mine else "other shapes"
             ax.errorbar(i, r["share"], yerr=[[r["share"] - r["share_low"]], [r["share_high"] - r["share"]]],
                         fmt="o", ms=6, capsize=2, lw=1.4, color=PALETTE["transformer"],
-                        mfc="white" if label != "other shapes" else PALETTE["transformer"],
+                        mfc="white" if mine else PALETTE["transformer"],
                         label=None if label in labelled else label)
             labelled.add(label)
-        for (label, share), ls in zip(thresholds.items(), ("--", ":")):
-            ax.axhline(share, color=PALETTE["mixture"], ls=ls, lw=1, label=label)
+        _share_panel(ax, prior, thresholds, "layers x width (cost a step)")
         ax.set_xticks(range(len(t)), [f"{r.n_layer} x {r.n_embd}\n({r.step_cost:.2f})" for r in t.itertuples()])
         ax.set_xlim(-0.5, len(t) - 0.5)
-        ax.yaxis.set_major_formatter(PercentFormatter(1.0))
-        _label(ax, f"{prior} prompts", "layers x width (cost a step)", "share of the gap closed", bottom=None)
     axes[0].get_legend().remove()
     axes[1].legend(fontsize=SMALL, loc="lower right", frameon=True, framealpha=1, edgecolor="none")
     fig.tight_layout()

@@ -59,12 +59,30 @@ SHAPE_COLUMNS = ["n_layer", "n_embd", "n_params", "step_cost", *COLUMNS]
 TIMED_STEPS = 20    # steps a burst when timing a shape; the best of three bursts counts
 
 
-def run_key(cfg: SyntheticConfig, steps) -> dict:
-    """Everything the stored table depends on (JSON form): the config but its step count, and
-    the step counts of the curve."""
+def _key(cfg: SyntheticConfig, varied, **compared) -> dict:
+    """A stored table's run key (JSON form): the config but the fields the table varies, what it
+    compares, and the level of its intervals."""
     config = asdict(cfg)
-    config.pop("steps")
-    return json.loads(json.dumps({"config": config, "steps": sorted(steps), "level": stats.LEVEL_ASSERTS}))
+    for name in varied:
+        config.pop(name)
+    return json.loads(json.dumps({"config": config, **compared, "level": stats.LEVEL_ASSERTS}))
+
+
+def run_key(cfg: SyntheticConfig, steps) -> dict:
+    """Everything the stored curve depends on: the config but its step count, and the step
+    counts of the curve."""
+    return _key(cfg, ("steps",), steps=sorted(steps))
+
+
+def shapes_key(cfg: SyntheticConfig, shapes) -> dict:
+    """Everything the stored shapes table depends on: the config but its depth and width, and
+    the shapes compared."""
+    return _key(cfg, ("n_layer", "n_embd"), shapes=sorted(map(list, shapes)))
+
+
+def shape_name(n_layer: int, n_embd: int) -> str:
+    """A shape's name in the stored record: '3x128'."""
+    return f"{n_layer}x{n_embd}"
 
 
 def check_steps(cfg: SyntheticConfig, steps) -> None:
@@ -75,16 +93,6 @@ def check_steps(cfg: SyntheticConfig, steps) -> None:
         if not isinstance(s, int) or s <= cfg.warmup_steps:
             raise ParameterError(f"budget step count {s!r} must be an integer above the warm-up "
                                  f"('warmup_steps' = {cfg.warmup_steps})")
-
-
-def shapes_key(cfg: SyntheticConfig, shapes) -> dict:
-    """Everything the stored shapes table depends on (JSON form): the config but its depth and
-    width, and the shapes compared."""
-    config = asdict(cfg)
-    for name in ("n_layer", "n_embd"):
-        config.pop(name)
-    return json.loads(json.dumps({"config": config, "shapes": sorted(map(list, shapes)),
-                                  "level": stats.LEVEL_ASSERTS}))
 
 
 def check_shapes(cfg: SyntheticConfig, shapes) -> None:
@@ -164,10 +172,7 @@ def load_budget() -> tuple[pd.DataFrame, dict]:
 
 def stored_curve(cfg: SyntheticConfig) -> tuple[pd.DataFrame, dict] | None:
     """The stored curve when it was made for `cfg`'s parameters (any step count), else None."""
-    if not RECORD.exists():
-        return None
-    table, record = load_budget()
-    return (table, record) if record["run"]["config"] == run_key(cfg, [])["config"] else None
+    return _stored_for(run_key(cfg, []), RECORD, load_budget)
 
 
 def store_shapes(cfg: SyntheticConfig, shapes=SHAPES, progress: bool = True) -> pd.DataFrame:
@@ -180,17 +185,17 @@ def store_shapes(cfg: SyntheticConfig, shapes=SHAPES, progress: bool = True) -> 
     origin = committed_provenance()
     rows, hashes, seconds = [], {}, {}
     for n_layer, n_embd in shapes:
-        name = f"{n_layer}x{n_embd}"
+        name = shape_name(n_layer, n_embd)
         console.say(f"model shapes: {n_layer} layers x {n_embd} wide")
         measured, run = measure(replace(cfg, n_layer=n_layer, n_embd=n_embd), progress)
         rows += [{"n_layer": n_layer, "n_embd": n_embd, "n_params": run.meta["n_params"], **r} for r in measured]
         hashes[name] = run.weights_sha256()
         seconds[name] = run.meta.get("train_seconds")
-    per_step = {f"{n_layer}x{n_embd}": seconds_per_step(replace(cfg, n_layer=n_layer, n_embd=n_embd))
+    per_step = {shape_name(n_layer, n_embd): seconds_per_step(replace(cfg, n_layer=n_layer, n_embd=n_embd))
                 for n_layer, n_embd in shapes}
-    own = per_step[f"{cfg.n_layer}x{cfg.n_embd}"]
+    own = per_step[shape_name(cfg.n_layer, cfg.n_embd)]
     for r in rows:
-        r["step_cost"] = per_step[f"{r['n_layer']}x{r['n_embd']}"] / own
+        r["step_cost"] = per_step[shape_name(r["n_layer"], r["n_embd"])] / own
     table = pd.DataFrame(rows, columns=SHAPE_COLUMNS)
     results.write_text(SHAPES_TABLE, table.to_csv(index=False))
     results.write_json(SHAPES_RECORD, {"run": shapes_key(cfg, shapes), "rows": len(table),
@@ -206,10 +211,16 @@ def load_shapes() -> tuple[pd.DataFrame, dict]:
 
 def stored_shapes(cfg: SyntheticConfig) -> tuple[pd.DataFrame, dict] | None:
     """The stored shapes table when it was made for `cfg`'s world and schedule (any shape), else None."""
-    if not SHAPES_RECORD.exists():
+    return _stored_for(shapes_key(cfg, []), SHAPES_RECORD, load_shapes)
+
+
+def _stored_for(key: dict, record: Path, load) -> tuple[pd.DataFrame, dict] | None:
+    """`load()` (a table and its record, checked) when the record exists and was made for `key`'s
+    config, else None."""
+    if not record.exists():
         return None
-    table, record = load_shapes()
-    return (table, record) if record["run"]["config"] == shapes_key(cfg, [])["config"] else None
+    table, stored = load()
+    return (table, stored) if stored["run"]["config"] == key["config"] else None
 
 
 def share_table(curve: pd.DataFrame) -> pd.DataFrame:
