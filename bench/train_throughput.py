@@ -31,6 +31,16 @@ LOSS_TOLERANCE = 1e-4       # same arithmetic, other kernels: float32 reassociat
 GELU_TOLERANCE = 2e-3       # exact GELU against GPT-2's tanh approximation
 
 
+OURS = "ours (explicit attention, exact GELU)"
+
+
+def with_sdpa(model):
+    """`model` with PyTorch's fused attention kernel in every block (the same math)."""
+    for block in model.blocks:
+        block.attn.sdpa = True
+    return model
+
+
 def run_steps(model, forward, prior, cfg, batch, steps, optimizer="default", sync=True, threads=None):
     """(seconds a step, losses): `steps` timed training steps after WARMUP untimed ones."""
     kwargs = {"fused": True} if optimizer == "fused" else {"foreach": True} if optimizer == "foreach" else {}
@@ -88,7 +98,7 @@ def main():
         losses[name] = loss
         r = {"variant": name, "batch": batch, "ms_per_step": round(1e3 * seconds, 2),
              "prompts_per_s": round(batch / seconds, 1), "gflops": round(per_prompt * batch / seconds / 1e9, 2),
-             "n_embd": model_cfg.n_embd, "n_head": model_cfg.n_head,
+             "n_layer": model_cfg.n_layer, "n_embd": model_cfg.n_embd, "n_head": model_cfg.n_head,
              "wall_s_incl_warmup": round(wall, 1)}
         if same_as:
             ref = losses[same_as]
@@ -102,10 +112,10 @@ def main():
     B0 = 128                              # the reference's batch size
     row("reference: GPT2Model eager, AdamW, batch 128", lambda: gpt2("eager"), B0)
     row("GPT2Model with SDPA attention", lambda: gpt2("sdpa"), B0, same_as="reference: GPT2Model eager, AdamW, batch 128")
-    row("ours (SDPA, exact GELU)", ours, B0, same_as="reference: GPT2Model eager, AdamW, batch 128",
-        tolerance=GELU_TOLERANCE)
-    row("ours, foreach AdamW", ours, B0, optimizer="foreach", same_as="ours (SDPA, exact GELU)")
-    row("ours, fused AdamW", ours, B0, optimizer="fused", same_as="ours (SDPA, exact GELU)")
+    row(OURS, ours, B0, same_as="reference: GPT2Model eager, AdamW, batch 128", tolerance=GELU_TOLERANCE)
+    row("ours with SDPA attention", lambda: with_sdpa(ours()), B0, same_as=OURS)
+    row("ours, foreach AdamW", ours, B0, optimizer="foreach", same_as=OURS)
+    row("ours, fused AdamW", ours, B0, optimizer="fused", same_as=OURS)
     row("ours, fused AdamW, no host sync", ours, B0, optimizer="fused", sync=False,
         same_as="ours, fused AdamW")
     row("ours, fused AdamW, 1 thread", ours, B0, optimizer="fused", threads=1, same_as="ours, fused AdamW")
@@ -114,18 +124,22 @@ def main():
             same_as="ours, fused AdamW")
     for batch in sorted({256, 512, cfg.batch_size} - {B0}):
         row(f"ours, fused AdamW, batch {batch}", ours, batch, optimizer="fused")
-    # the model the cpu preset had before (64 wide, 2 heads): its MFU shows what width does; its
-    # prompts per second are not comparable (a smaller model), so it has no speed-up
-    narrow = make_config("cpu", n_embd=64, n_head=2)
-    row("first cpu preset: GPT2Model 64 wide, AdamW", lambda: as_gpt2(build_model(narrow)).train(), B0,
+    # the models the cpu preset had before (3 x 64 with 2 heads, then 3 x 128): their MFU shows
+    # what width and depth do; their prompts per second are not comparable (other models), so
+    # they have no speed-up
+    narrow = make_config("cpu", n_layer=3, n_embd=64, n_head=2)
+    row("first cpu preset: GPT2Model 3 x 64, AdamW", lambda: as_gpt2(build_model(narrow)).train(), B0,
         model_cfg=narrow)
-    row("ours 64 wide, fused AdamW", lambda: build_model(narrow), B0, optimizer="fused", model_cfg=narrow)
+    row("ours 3 x 64, fused AdamW", lambda: build_model(narrow), B0, optimizer="fused", model_cfg=narrow)
+    wide = make_config("cpu", n_layer=3, n_embd=128, n_head=4)
+    row("second cpu preset: ours 3 x 128, fused AdamW", lambda: build_model(wide), B0, optimizer="fused",
+        model_cfg=wide)
     peaks.append(matmul_peak())
     peak = max(peaks)
 
     reference = rows[0]
     for r in rows:
-        same_model = r["n_embd"] == reference["n_embd"]
+        same_model = all(r[k] == reference[k] for k in ("n_layer", "n_embd", "n_head"))
         r["speedup_prompts_per_s"] = round(r["prompts_per_s"] / reference["prompts_per_s"], 2) if same_model else None
         r["mfu"] = round(r["gflops"] / peak, 3)
     preset = next(r for r in rows if r["variant"] in (f"ours, fused AdamW, batch {cfg.batch_size}", "ours, fused AdamW")

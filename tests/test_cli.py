@@ -263,7 +263,7 @@ def test_the_estimate_is_the_models_flops_over_the_measured_peak(quick_estimate)
 def test_a_model_in_the_cache_is_not_counted(quick_estimate):
     cfg = make_config("cpu")
     entry = cache.entry_path("pretrain", cfg.pretrain_key())
-    assert list(cli.training_plan("01_pretraining", {})) == ["pretrained model (4000 steps)"]
+    assert list(cli.training_plan("01_pretraining", {})) == [f"pretrained model ({cfg.steps} steps)"]
     entry.mkdir(parents=True)
     (entry / cache.ENTRY_FILE).write_text("{}")
     assert cli.training_plan("01_pretraining", {}) == {}

@@ -82,3 +82,19 @@ def test_all_queries_in_one_sequence_equal_one_prompt_per_query():
         # it can fail: a query that attended to one pair too many would predict otherwise
         shifted = predictions_by_copies(model, xs, ys.roll(1, dims=1), queries)
         assert (fast - shifted).abs().max() > 1e-2
+
+
+def test_written_out_attention_is_the_fused_kernels_math():
+    """The attention the model trains with (three tensor operations, faster at these sizes on a
+    CPU) computes what PyTorch's scaled_dot_product_attention does, causal and masked alike."""
+    torch.manual_seed(0)
+    model = InContextRegressor(3, 7, ModelSize(2, 32, 4)).eval()
+    xs, ys, queries = torch.randn(5, 7, 3), torch.randn(5, 7), torch.randn(5, 4, 3)
+    with torch.no_grad():
+        ours = model(xs, ys), model.predict_queries(xs, ys, queries)
+        for block in model.blocks:
+            block.attn.sdpa = True
+        fused = model(xs, ys), model.predict_queries(xs, ys, queries)
+        for a, b in zip(ours, fused):
+            torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+        assert (ours[0] - model(xs, ys.roll(1, dims=1))).abs().max() > 1e-2   # and it can fail
