@@ -8,7 +8,8 @@ second (3 x `flops_per_prompt`: forward and backward) over this machine's fp32 m
 measured in the same run (the best of ten, before and after the rows).
 
 Variants that must not change the arithmetic (attention kernel, optimizer kernel, host sync,
-threads, torch.compile) are checked to give the same losses as the row they modify, to 1e-4;
+threads, torch.compile) are checked to give the same losses as the row they modify, to 1e-4
+(1e-3 for torch.compile, whose fused kernels reassociate more);
 the book's transformer is checked against the reference given the same weights, to 2e-3 (GPT-2
 approximates the GELU). Rates depend on the machine; the ratios are what to compare.
 
@@ -28,6 +29,7 @@ from cpbook.synthetic.tasks import Prior, discrete_tasks, sample_prompts
 
 WARMUP = 3
 LOSS_TOLERANCE = 1e-4       # same arithmetic, other kernels: float32 reassociation only
+COMPILE_TOLERANCE = 1e-3    # torch.compile fuses the written-out attention's softmax: more reassociation
 GELU_TOLERANCE = 2e-3       # exact GELU against GPT-2's tanh approximation
 
 
@@ -121,7 +123,7 @@ def main():
     row("ours, fused AdamW, 1 thread", ours, B0, optimizer="fused", threads=1, same_as="ours, fused AdamW")
     if not a.no_compile:
         row("ours, fused AdamW, torch.compile", ours, B0, optimizer="fused", compile_model=True,
-            same_as="ours, fused AdamW")
+            same_as="ours, fused AdamW", tolerance=COMPILE_TOLERANCE)
     for batch in sorted({256, 512, cfg.batch_size} - {B0}):
         row(f"ours, fused AdamW, batch {batch}", ours, batch, optimizer="fused")
     # the models the cpu preset had before (3 x 64 with 2 heads, then 3 x 128): their MFU shows
