@@ -5,8 +5,8 @@ The `cpu` preset pretrains for 4400 steps (minutes on 2 cores), and its model cl
 the gap between ridge and the Bayes mixture on D_disc. The budget curve pretrains the same world,
 model and schedule (warm-up, then the cosine over the whole run) for other step counts and
 measures each model as chapter 1 measures its own: the share of the gap closed on each prior,
-from the paired 99% intervals of `chapter.mixture_claims`. The four runs take about 25 minutes
-on 2 cores (the longest 13), so the table is stored under book/results/pretraining/ with its
+from the paired 99% intervals of `chapter.mixture_claims`. The four runs take about 18 minutes
+on 2 cores (the longest 9), so the table is stored under book/results/pretraining/ with its
 provenance and chapter 1 reads it.
 
 CI's agreement check (tests/test_budget.py) takes the stored run at the preset's own step count,
@@ -19,8 +19,8 @@ step count with other depths and widths (SHAPES), measures each the same way, an
 training steps of each in the same process, so that its cost a step is a ratio to the chapter's
 own model's, not a rate that depends on the machine.
 
-    python -m cpbook.synthetic.budget         # store the `cpu` preset's curve (about 25 minutes on 2 cores)
-    python -m cpbook.synthetic.budget shapes  # store its shapes (about 30 minutes on 2 cores)
+    python -m cpbook.synthetic.budget         # store the `cpu` preset's curve (about 18 minutes on 2 cores)
+    python -m cpbook.synthetic.budget shapes  # store its shapes (about 25 minutes on 2 cores)
 """
 from __future__ import annotations
 
