@@ -2,10 +2,11 @@
 
 Each row times the same training step (draw a batch, forward, squared error, backward, AdamW)
 for one variant (the fastest of three bursts) and reports its speed as a ratio to the
-reference, the book's first training code: transformers' GPT2Model (eager attention, GPT-2's tanh GELU), the default AdamW, the loss
-read back every step, batch 128. Model FLOP utilisation (MFU) is the model's matmul FLOPs per
-second (3 x `flops_per_prompt`: forward and backward) over this machine's fp32 matmul peak,
-measured in the same run (the best of ten, before and after the rows).
+reference, the book's first training code: transformers' GPT2Model (eager attention, GPT-2's
+tanh GELU), the default AdamW, the loss read back every step, batch 128. Model FLOP
+utilisation (MFU) is the model's matmul FLOPs per second (3 x `flops_per_prompt`: forward and
+backward) over this machine's fp32 matmul peak, measured in the same run (the best of ten,
+before and after the rows).
 
 Variants that must not change the arithmetic (attention kernel, optimizer kernel, host sync,
 threads, torch.compile) are checked to give the same losses as the row they modify, to 1e-4
@@ -35,13 +36,6 @@ GELU_TOLERANCE = 2e-3       # exact GELU against GPT-2's tanh approximation
 
 
 OURS = "ours (explicit attention, exact GELU)"
-
-
-def with_sdpa(model):
-    """`model` with PyTorch's fused attention kernel in every block (the same math)."""
-    for block in model.blocks:
-        block.attn.sdpa = True
-    return model
 
 
 def run_steps(model, forward, prior, cfg, batch, steps, optimizer="default", sync=True, threads=None,
@@ -120,7 +114,7 @@ def main():
     row("reference: GPT2Model eager, AdamW, batch 128", lambda: gpt2("eager"), B0)
     row("GPT2Model with SDPA attention", lambda: gpt2("sdpa"), B0, same_as="reference: GPT2Model eager, AdamW, batch 128")
     row(OURS, ours, B0, same_as="reference: GPT2Model eager, AdamW, batch 128", tolerance=GELU_TOLERANCE)
-    row("ours with SDPA attention", lambda: with_sdpa(ours()), B0, same_as=OURS)
+    row("ours with SDPA attention", lambda: ours().use_sdpa(), B0, same_as=OURS)
     row("ours, foreach AdamW", ours, B0, optimizer="foreach", same_as=OURS)
     row("ours, fused AdamW", ours, B0, optimizer="fused", same_as=OURS)
     row("ours, fused AdamW, no host sync", ours, B0, optimizer="fused", sync=False,

@@ -92,9 +92,7 @@ def test_written_out_attention_is_the_fused_kernels_math():
     xs, ys, queries = torch.randn(5, 7, 3), torch.randn(5, 7), torch.randn(5, 4, 3)
     with torch.no_grad():
         ours = model(xs, ys), model.predict_queries(xs, ys, queries)
-        for block in model.blocks:
-            block.attn.sdpa = True
-        fused = model(xs, ys), model.predict_queries(xs, ys, queries)
+        fused = model.use_sdpa()(xs, ys), model.predict_queries(xs, ys, queries)
         for a, b in zip(ours, fused):
             torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
         assert (ours[0] - model(xs, ys.roll(1, dims=1))).abs().max() > 1e-2   # and it can fail

@@ -10,9 +10,9 @@ The transformer is written out here, in the manner of nanoGPT, rather than taken
 position embeddings, GPT-2's initialisation. Two choices make it faster on a CPU
 (bench/train_throughput.py measures them): attention written out as three tensor operations,
 which at these short sequences and narrow heads (16 wide) beats PyTorch's fused
-`scaled_dot_product_attention` (`sdpa=True` switches to it, for the benchmark), and the exact
-GELU, where GPT-2's tanh approximation costs five times as much on a CPU and differs from it by
-less than 1e-3.
+`scaled_dot_product_attention` (`use_sdpa()` switches to it, for the benchmark), and the
+exact GELU, where GPT-2's tanh approximation costs five times as much on a CPU and differs from
+it by less than 1e-3.
 """
 from __future__ import annotations
 
@@ -146,6 +146,13 @@ class InContextRegressor(nn.Module):
         mask[C:, :C] = torch.arange(C, device=xs.device)[None, :] < 2 * ks[:, None]   # the first k pairs
         mask[C:, C:] = torch.eye(T - C, dtype=torch.bool, device=xs.device)            # and itself
         return self.read_out(self._hidden(tokens, self.position.weight[position], mask)[:, C:])[..., 0].reshape(B, K - 1, Q)
+
+    def use_sdpa(self, on: bool = True) -> "InContextRegressor":
+        """Attention through PyTorch's fused kernel in every block (`on`), or written out (the
+        default, faster here); the same math, other last bits. Returns the model."""
+        for block in self.blocks:
+            block.attn.sdpa = on
+        return self
 
     def n_params(self) -> int:
         return sum(p.numel() for p in self.parameters())
