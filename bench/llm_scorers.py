@@ -21,7 +21,7 @@ import argparse
 
 import torch
 
-from cpbook.llm import models, prompts, score
+from cpbook.llm import models, prompts, registry, score
 from cpbook.llm.batching import encode
 from cpbook.provenance import committed_provenance
 from cpbook.machine import matmul_peak, save_benchmark, timed
@@ -35,6 +35,11 @@ def forward_flops(model, tokens: int, logit_rows: int) -> float:
 
 
 def main():
+    with models.denormals_flushed():   # as the scoring runs do (`cpbook.llm.runner.score`)
+        measure()
+
+
+def measure():
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", default="smollm2-135m-instruct")
     ap.add_argument("--prompts", type=int, default=64, help="a multiple of 8: 4 task pairs x 2 languages")
@@ -42,10 +47,10 @@ def main():
     ap.add_argument("--save", action="store_true", help="store the result under book/results/bench/")
     a = ap.parse_args()
     origin = committed_provenance()     # the code measured: taken before the work
-    spec = models.check_model(a.model)
+    spec = registry.check_model(a.model)
     df = prompts.build_prompts(["en", "fr"], n_per_pair=max(1, a.prompts // 8), seed=0)
     n = len(df)
-    model, tok = models.load(a.model)
+    model, tok = models.load(spec)
     peak = matmul_peak()
     print(f"{a.model}, {n} prompts (en + fr), {torch.get_num_threads()} threads, bos={spec.bos}; "
           f"fp32 matmul peak {peak:.0f} GFLOP/s")

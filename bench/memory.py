@@ -4,7 +4,7 @@ Each piece runs in a fresh child process, and its peak resident set size is read
 kernel's accounting of that child (getrusage of finished children), so nothing else in this
 process is counted. A chapter runs as `cpbook run` runs it (papermill, a fresh kernel, the stored
 parameters) into a temporary file; the chapter's kernel is the child that matters. A scoring run
-scores a few prompts per surface with the chapter-5 runner into a temporary folder, its model
+scores a few prompts per surface of chapter 5's task (`cpbook.llm.runner`) into a temporary folder, its model
 loaded as the real run loads it.
 
 By default every piece starts from an empty cache (one shared by all the pieces of the run), as
@@ -27,9 +27,10 @@ REPO = Path(__file__).resolve().parents[1]
 SCORE = """
 import sys
 from pathlib import Path
-from cpbook.llm import experiment as E
-run = E.ICLRun(sys.argv[1], n_per_pair=2, n_control=1)
-E.run_icl(run, out_dir=Path(sys.argv[2]), progress=False)
+from cpbook.llm import runner
+from cpbook.llm.tasks import TASKS
+task = TASKS["icl"]
+runner.run(task, task.make_run(sys.argv[1], n_per_pair=2, n_control=1), out_dir=Path(sys.argv[2]), progress=False)
 """
 
 

@@ -32,7 +32,6 @@ import warnings
 from pathlib import Path
 from typing import Callable
 
-from safetensors.torch import load_file, save_file
 
 # Bumped when a change to the code makes cached artifacts stale; part of every key.
 CACHE_VERSION = 2
@@ -244,11 +243,14 @@ def read_json(path: Path):
 
 def save_tensors(path: Path, tensors: dict, metadata: dict[str, str] | None = None, checked: bool = False) -> None:
     """safetensors file, written atomically. Tensors are made contiguous (safetensors needs that)."""
+    # safetensors.torch imports torch: the cache's other users (the CLI's checks) must not pay for it
+    from safetensors.torch import save_file  # noqa: PLC0415
     tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
     atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=metadata), checked)
 
 
 def load_tensors(path: Path) -> dict:
+    from safetensors.torch import load_file   # noqa: PLC0415  imports torch: only when tensors are read (see save_tensors)
     return load_file(str(path))
 
 

@@ -10,15 +10,13 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
-from .llm import analysis, prompts, refusal, suppression, zero_shot
+from .llm import prompts
+from .llm.tasks import (NLI_LANGUAGES, REFUSAL_SURFACES, ZERO_SHOT_TASKS, check_code_chapter, check_icl_chapter,
+                        check_language_dose_chapter, check_refusal_chapter)
 from .params import Param, check_all, defaults, param, param_like, specs
-from .synthetic import dose
-from .synthetic.config import (ConjugateSweep, FinetuneConfig, ForgettingVariants, GEstimation, Preset,
-                               SyntheticConfig, make_configs)
-
-BOOK = Path(__file__).resolve().parents[1] / "book"
+from .synthetic.config import (ConjugateSweep, DoseGrid, FinetuneConfig, ForgettingVariants, GEstimation, Preset,
+                               SyntheticConfig, check_doses, check_grid, make_configs)
 
 
 @dataclass(frozen=True)
@@ -42,9 +40,10 @@ class CodeChapter:
                              default=["gemma-3-270m-code", "gemma-3-270m-code-strong"])
     cross_family: list[str] = param("models of other families, shown beside the base",
                                     default=["qwen2.5-coder-0.5b-instruct", "smollm2-135m-instruct"])
-    tasks: list[str] = param("the authored tasks", choices=zero_shot.TASKS, default=list(zero_shot.TASKS))
-    languages: list[str] = param("the languages compared", choices=zero_shot.LANGUAGES,
-                                 default=list(zero_shot.LANGUAGES))
+    tasks: list[str] = param("the authored tasks", choices=ZERO_SHOT_TASKS,
+                             default=list(ZERO_SHOT_TASKS))
+    languages: list[str] = param("the languages compared", choices=NLI_LANGUAGES,
+                                 default=list(NLI_LANGUAGES))
     reference: str = param("the language whose drop is compared with the others'", default="en")
 
 
@@ -56,8 +55,8 @@ class RefusalChapter:
                              default=["gemma-3-270m-refusal", "gemma-3-270m-refusal-strong"])
     cross_family: list[str] = param("models of other families, shown beside the base",
                                     default=["smollm2-135m-instruct"])
-    surfaces: list[str] = param("the surface forms compared", choices=refusal.SURFACES,
-                                default=list(refusal.SURFACES))
+    surfaces: list[str] = param("the surface forms compared", choices=REFUSAL_SURFACES,
+                                default=list(REFUSAL_SURFACES))
     reference: str = param("the language of the tuning data", default="en")
 
 
@@ -87,7 +86,7 @@ CHAPTERS = {
     "05_icl_vs_instructions": ((ICLChapter, False),),
     "06_code_tuning": ((CodeChapter, False),),
     "07_refusal_tuning": ((RefusalChapter, False),),
-    "08_dose_and_languages": _FINETUNED + ((dose.DoseGrid, False), (LanguageDoseChapter, False)),
+    "08_dose_and_languages": _FINETUNED + ((DoseGrid, False), (LanguageDoseChapter, False)),
 }
 
 
@@ -141,18 +140,18 @@ def check_values(stem: str, values: dict) -> None:
     given = {**default_values(stem), **values}
     checked = check_all(parameter_specs(stem), given)
     if stem == "05_icl_vs_instructions":
-        analysis.check_chapter(**checked)
+        check_icl_chapter(**checked)
         return
     if stem == "06_code_tuning":
-        zero_shot.check_chapter(**checked)
+        check_code_chapter(**checked)
         return
     if stem == "07_refusal_tuning":
-        refusal.check_chapter(**checked)
+        check_refusal_chapter(**checked)
         return
     synthetic = set(specs(Preset)) | set(specs(SyntheticConfig)) | set(specs(FinetuneConfig))
     _, ft = make_configs(**{k: v for k, v in checked.items() if k in synthetic})
     if stem == "08_dose_and_languages":
-        grid = dose.check_grid(dose.DoseGrid(**{k: checked[k] for k in specs(dose.DoseGrid)}))
-        dose.check_doses(grid, ft)
-        suppression.check_chapter(**{k: checked[k] for k in specs(LanguageDoseChapter)})
+        grid = check_grid(DoseGrid(**{k: checked[k] for k in specs(DoseGrid)}))
+        check_doses(grid, ft)
+        check_language_dose_chapter(**{k: checked[k] for k in specs(LanguageDoseChapter)})
 

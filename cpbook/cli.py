@@ -1,52 +1,40 @@
-"""`cpbook list` and `cpbook run CHAPTER -p NAME VALUE ...`: rerun a chapter with other parameters;
-`cpbook tune NAME`: build (or find in the cache) a model the book tunes here.
+"""The `cpbook` command: list, run and sweep the chapters, score and tune language models.
+
+    cpbook list [CHAPTER]                  the chapters, or one chapter's parameters
+    cpbook run CHAPTER -p NAME VALUE ...   rerun a chapter with other parameters
+    cpbook score TASK MODEL [options]      score a language model on a task, store the rows
+    cpbook tune MODEL                      build (or find in the cache) a model tuned here
 
 `run` executes the chapter with papermill into runs/<chapter>.ipynb (or back into book/ with
---in-place, which is how the stored chapters are refreshed). Before the kernel starts, parameter
-names and values are checked against the chapter's declared parameters (`cpbook.chapters`), with
-the same messages the chapter's first cell gives, and the training the run needs (models the
-cache does not hold) is estimated; without a GPU, a run estimated at more than LONG_RUN_S of
-training asks first on a terminal, or needs --yes.
+--in-place, which is how the stored chapters are refreshed; `cpbook.execute`). Before the kernel
+starts, parameter names and values are checked against the chapter's declared parameters
+(`cpbook.chapters`), with the same messages the chapter's first cell gives, and the training the
+run needs is estimated (`cpbook.estimate`); without a GPU, a run estimated at more than
+LONG_RUN_S of training asks first on a terminal, or needs --yes. `score` runs one of the tasks of
+`cpbook.llm.tasks` through `cpbook.llm.runner`.
 
-While the chapter runs, the terminal shows papermill's count of cells, the chapter's training and
-scoring progress bars, and whether each model came from the cache or was trained now: the kernel
-writes those to the file named in $CPBOOK_CONSOLE, which it inherits, and this process shows that
-file as it grows (`cpbook.console`). A failed run ends in one message (the cell, the exception,
-where the notebook with the full traceback is) and a non-zero exit status. Ctrl-C is passed on to
-the kernel: training checkpoints the steps it has done (`cpbook.fit`), so running the same
-command again resumes from there; a second Ctrl-C stops at once.
+The declarations and the checks import neither torch, transformers nor pandas, so listing,
+help and a refused value answer at once; what runs a chapter or a model is imported when it runs.
 """
 from __future__ import annotations
 
 import argparse
 import ast
-import codecs
-import functools
 import os
-import signal
+import re
+import shutil
 import sys
-import tempfile
-import threading
-from contextlib import contextmanager
+import textwrap
 from pathlib import Path
-from typing import TextIO
 
-import papermill as pm
-from jupyter_client.manager import AsyncKernelManager
-
-from . import performance
-from .chapters import BOOK, CHAPTERS, check_values, default_values, parameter_specs, preset_values
-from .console import ENV, duration
-from .fit import default_device
-from .machine import matmul_peak
-from .notebooks import clean_file
-from .params import specs
-from .provenance import numerics
-from .synthetic import runs
-from .synthetic.config import FinetuneConfig, Preset, SyntheticConfig, make_configs
+from .chapters import CHAPTERS, check_values, default_values, preset_values
+from .console import duration
+from .llm.registry import ModelUnavailable, tuned_models
+from .llm.tasks import TASKS
+from .params import add_options, specs
+from .paths import BOOK
 
 LONG_RUN_S = 30 * 60     # estimated training (no GPU) beyond which `cpbook run` asks before it starts
-MFU_IF_UNMEASURED = 0.3  # the share of the matmul peak training reaches, when bench/ has not measured it
 
 
 def chapters() -> dict[str, Path]:
@@ -64,16 +52,49 @@ def find_chapter(name: str) -> Path:
     raise SystemExit(f"cpbook: no chapter '{name}'; chapters: {', '.join(found) or '(none)'}")
 
 
+def title(path: Path) -> str:
+    """A chapter's title: the heading that opens its first cell (read from the file's start, so
+    listing the chapters does not parse their stored outputs)."""
+    with open(path, encoding="utf-8") as f:
+        head = f.read(4096)
+    found = re.search(r'"# (?:[0-9]+\. )?(.*?)(?:\\n)?"', head)
+    return found.group(1) if found else ""
+
+
+def overview() -> str:
+    """`cpbook list`: one line per chapter, and how to see one chapter's parameters."""
+    width = shutil.get_terminal_size((100, 24)).columns
+    lines = ["chapters (cpbook list CHAPTER shows one chapter's parameters):"]
+    for stem, path in chapters().items():
+        line = f"  {stem:<26} {title(path)}"
+        lines.append(line if len(line) <= width else line[:width - 3] + "...")
+    return "\n".join(lines)
+
+
+# the headings `cpbook list CHAPTER` groups a chapter's parameters under
+GROUPS = {"Preset": "scale preset", "SyntheticConfig": "pretraining (None: from the preset)",
+          "FinetuneConfig": "fine-tuning (None: from the preset)"}
+
+
 def describe(stem: str) -> str:
-    """A chapter's parameters, one line each: name, the value the stored chapter ran with (for a
-    parameter left to the preset, the preset's value and name), type, range, description."""
-    lines = [stem]
+    """`cpbook list CHAPTER`: a chapter's parameters by group, one line each (name, the value the
+    stored chapter ran with, for one left to the preset the preset's value), with what it allows
+    and what it is wrapped under it."""
+    width = min(100, shutil.get_terminal_size((100, 24)).columns)
     values = default_values(stem)
     preset = values.get("preset")
     resolved = preset_values(preset) if preset else {}
-    for name, spec in parameter_specs(stem).items():
-        shown = f"{resolved[name]!r} ({preset})" if values[name] is None else repr(values[name])
-        lines.append(f"    {name:<16} = {shown:<14} {spec.type_name:<16} {spec.allowed()}: {spec.doc}")
+    lines = [f"{stem}: {title(chapters()[stem])}"]
+    for cls, optional in CHAPTERS[stem]:
+        heading = GROUPS.get(cls.__name__) or (cls.__doc__ or "this chapter").strip().splitlines()[0]
+        lines.append(f"  {heading.rstrip('.:')}:")
+        for name, spec in specs(cls, optional=optional).items():
+            shown = f"{resolved[name]!r}" if values[name] is None else repr(values[name])
+            lines += textwrap.wrap(f"{name} = {shown}", width, initial_indent=" " * 4, subsequent_indent=" " * 8,
+                                   break_on_hyphens=False)
+            lines += textwrap.wrap(f"{spec.doc}; {spec.allowed()}", width, initial_indent=" " * 8,
+                                   subsequent_indent=" " * 8)
+    lines.append(f"rerun it with: cpbook run {stem.split('_')[0]} -p NAME VALUE")
     return "\n".join(lines)
 
 
@@ -87,270 +108,64 @@ def parse_value(text: str):
 
 def tune_model(name: str) -> int:
     """Train a registered tuned model (or find it in the cache) and print where it is."""
-    from .llm import models   # imports torch and transformers: only this command needs them
-    tuned = [n for n, s in models.REGISTRY.items() if isinstance(s.source, models.TunedSource)]
+    tuned = tuned_models()
     if name not in tuned:
         raise SystemExit(f"cpbook: {name!r} is not a model tuned here; those are: {', '.join(tuned)}")
-    folder = models.tuned_folder(models.REGISTRY[name])
+    from .llm import models, registry   # noqa: PLC0415  imports torch and transformers: only this command needs them
+    folder = models.build_tuned(registry.check_model(name))
     print(f"cpbook: {name} is in {folder}")
     return 0
 
 
-# --- before the kernel starts: how much training the run needs ----------------------------------
-
-def training_plan(stem: str, values: dict) -> dict[str, tuple[int, float]]:
-    """The models chapter `stem` trains with these (checked) parameters because the cache does not
-    hold them: {what: (steps, FLOPs per step)} (`runs.training_flops`). A chapter of the language
-    models reads stored results: nothing."""
-    groups = [cls for cls, _ in CHAPTERS[stem]]
-    if SyntheticConfig not in groups:
-        return {}
-    given = {**default_values(stem), **values}
-    synthetic = set(specs(Preset)) | set(specs(SyntheticConfig)) | set(specs(FinetuneConfig))
-    cfg, ft = make_configs(**{k: v for k, v in given.items() if k in synthetic})
-    return runs.training_flops(cfg, ft if FinetuneConfig in groups else None)
-
-
-def training_seconds(plan: dict[str, tuple[int, float]], peak_flops: float, mfu: float) -> float:
-    """Training time at `mfu` of a matmul peak of `peak_flops` FLOP/s."""
-    return sum(steps * per_step for steps, per_step in plan.values()) / (peak_flops * mfu)
-
-
-def stored_mfu() -> float:
-    """The share of the matmul peak the cpu preset's training reached when it was benchmarked
-    (book/results/bench/train_throughput.json, `bench/train_throughput.py`)."""
+def score_task(task_name: str, args: dict) -> int:
+    """Score a model on a task and store the rows; the run is checked before anything loads."""
+    task = TASKS[task_name]
+    model = args.pop("model")
+    groups = args.pop("groups")
+    if groups is not None:
+        args[task.groups_field] = tuple(groups)
     try:
-        return performance.load("train_throughput")["preset_mfu"]
-    except FileNotFoundError:
-        return MFU_IF_UNMEASURED
-
-
-@functools.lru_cache(maxsize=1)
-def quick_peak() -> float:
-    """This machine's fp32 matmul peak in GFLOP/s, measured once per process on a smaller matmul
-    than the benchmarks use (about a tenth of a second): enough for an estimate."""
-    return matmul_peak(n=1024, repeats=3)
-
-
-def confirm(question: str) -> bool:
-    """Ask on a terminal; anywhere else (a script, CI) the answer is no."""
-    if not sys.stdin.isatty():
-        return False
+        run = task.make_run(model, **args)
+    except ValueError as err:   # ParameterError too: a bad model, surface, language or value
+        raise SystemExit(f"cpbook score {task_name}: {err}") from None
+    from .llm import runner   # noqa: PLC0415  imports torch, transformers and pandas: only a scoring run needs them
     try:
-        return input(question).strip().lower() in ("y", "yes")
-    except EOFError:
-        return False
+        table = runner.run(task, run)
+    except ModelUnavailable as err:
+        raise SystemExit(f"cpbook score {task_name}: {err}") from None
+    print(runner.module(task).summary(table).to_string())
+    csv, _ = task.files(run.model, getattr(run, "n_demos", 2))
+    print(f"cpbook: wrote {csv.relative_to(BOOK.parent)} and its record")
+    return 0
 
 
-def check_training_time(stem: str, values: dict, yes: bool) -> None:
-    """Say what the run will train and, without a GPU, about how long that takes on this machine;
-    a run beyond LONG_RUN_S starts only if confirmed on a terminal or given --yes."""
-    plan = training_plan(stem, values)
-    if not plan or default_device().type == "cuda":
-        return
-    peak, mfu = quick_peak() * 1e9, stored_mfu()
-    seconds = training_seconds(plan, peak, mfu)
-    say = sys.stderr.write
-    say(f"cpbook: not in the cache, so trained now: {', '.join(plan)}\n"
-        f"cpbook: about {duration(seconds)} of training on this machine (no GPU; {mfu:.0%} of the "
-        f"{peak / 1e9:.0f} GFLOP/s matmul peak measured now)\n")
-    if seconds <= LONG_RUN_S:
-        return
-    for_gpu = " the 'paper' preset is meant for a GPU;" if values.get("preset") == "paper" else ""
-    say(f"cpbook: warning: that is more than {duration(LONG_RUN_S)};{for_gpu} "
-        f"an interrupted run resumes from its last checkpoint\n")
-    if not (yes or confirm("Start anyway? [y/N] ")):
-        raise SystemExit("cpbook: not started (add --yes to start without asking)")
+def add_score_parser(sub) -> None:
+    score = sub.add_parser("score", help="score a language model on a task and store the rows under book/results/",
+                           description="Score a language model on every prompt of a task and store the rows "
+                                       "with their provenance under book/results/ (an interrupted run resumes). "
+                                       "`cpbook score TASK --help` lists a task's options.")
+    tasks = score.add_subparsers(dest="task", required=True, metavar="TASK")
+    for task in TASKS.values():
+        one = tasks.add_parser(task.name, help=f"{task.title} rows, stored in book/results/{task.folder}/",
+                               description=(task.run_type.__doc__ or "").strip())
+        one.add_argument("model", help="a registered model (chapters 5-8 name them; cpbook tune builds the "
+                                       "ones tuned here)")
+        one.add_argument(f"--{task.groups_field}", dest="groups", nargs="+", metavar=task.group.upper(),
+                         help=f"the {task.groups_field} to score (default: all of the task's)")
+        add_options(one, task.run_type)
 
 
-# --- while the kernel runs: one terminal for papermill and the kernel ---------------------------
-
-class Terminal:
-    """This process's stderr, written to by papermill's bar of cells and by the kernel's console.
-    Progress bars redraw their line with '\\r' and leave it unfinished; whoever writes after
-    another writer left its line unfinished starts on a new line, so no one overwrites a line."""
-
-    def __init__(self, out: TextIO):
-        self.out = out
-        self.unfinished_by: str | None = None
-        self.lock = threading.RLock()    # a Ctrl-C handler may write while the main thread holds it
-
-    def write(self, text: str, writer: str) -> None:
-        if not text:
-            return
-        with self.lock:
-            if self.unfinished_by not in (None, writer):
-                self.out.write("\n")
-            self.out.write(text)
-            self.out.flush()
-            self.unfinished_by = None if text.endswith("\n") else writer
-
-    def file(self, writer: str) -> TerminalFile:
-        return TerminalFile(self, writer)
-
-
-class TerminalFile:
-    """A file for tqdm that writes to a Terminal as one writer."""
-
-    def __init__(self, terminal: Terminal, writer: str):
-        self.terminal, self.writer = terminal, writer
-        self.encoding = getattr(terminal.out, "encoding", "utf-8")
-
-    def write(self, text: str) -> None:
-        self.terminal.write(text, self.writer)
-
-    def flush(self) -> None:
-        pass
-
-    def fileno(self) -> int:
-        return self.terminal.out.fileno()   # tqdm asks the terminal's width through it
-
-
-@contextmanager
-def kernel_console(terminal: Terminal, every_s: float = 0.2):
-    """A file named in $CPBOOK_CONSOLE for the kernel to inherit (`cpbook.console`), shown on
-    `terminal` as it grows, until the block ends (then once more, for its last lines)."""
-    with tempfile.TemporaryDirectory(prefix="cpbook-console-") as folder:
-        yield from _show_console(Path(folder) / "console.txt", terminal, every_s)
-
-
-def _show_console(path: Path, terminal: Terminal, every_s: float):
-    """The body of kernel_console, in its temporary folder."""
-    path.touch()
-    stop = threading.Event()
-
-    def show() -> None:
-        decode = codecs.getincrementaldecoder("utf-8")(errors="replace").decode
-        with open(path, "rb") as f:
-            while True:
-                last = stop.is_set()
-                terminal.write(decode(f.read()), "kernel")
-                if last:
-                    return
-                stop.wait(every_s)
-
-    before = os.environ.get(ENV)
-    os.environ[ENV] = str(path)
-    shower = threading.Thread(target=show, name="cpbook-console", daemon=True)
-    shower.start()
-    try:
-        yield path
-    finally:
-        stop.set()
-        shower.join()
-        if before is None:
-            os.environ.pop(ENV, None)
-        else:
-            os.environ[ENV] = before
-
-
-class KernelInterrupts:
-    """Ctrl-C while a chapter runs. The first is passed on to the chapter's kernel, which stops
-    the running cell (training first checkpoints its steps: `cpbook.fit`) and papermill stops
-    with that cell's KeyboardInterrupt. A second one, or one before a kernel has started, raises
-    KeyboardInterrupt here at once. Use as a context manager around papermill, giving it
-    `manager_class`, the kernel manager that tells this object which kernel it started."""
-
-    def __init__(self, terminal: Terminal):
-        self.terminal = terminal
-        self.kernels: list[AsyncKernelManager] = []
-        self.pressed = 0
-        kernels = self.kernels
-
-        class ChapterKernel(AsyncKernelManager):
-            def __init__(self, *args, **kwargs):
-                super().__init__(*args, **kwargs)
-                kernels.append(self)
-
-        self.manager_class = ChapterKernel
-
-    def on_ctrl_c(self, signum, frame) -> None:
-        self.pressed += 1
-        groups = [k.provisioner.pgid for k in self.kernels if k.has_kernel and k.provisioner.pgid]
-        if self.pressed > 1 or not groups:
-            raise KeyboardInterrupt
-        self.terminal.write("cpbook: Ctrl-C: stopping the chapter (training stops at a checkpoint); "
-                            "press it again to stop at once\n", "cpbook")
-        for group in groups:
-            os.killpg(group, signal.SIGINT)
-
-    def __enter__(self) -> KernelInterrupts:
-        self.before = signal.signal(signal.SIGINT, self.on_ctrl_c)
-        return self
-
-    def __exit__(self, *exc) -> None:
-        signal.signal(signal.SIGINT, self.before)
-
-
-# --- after it: one message -------------------------------------------------------------------------
-
-def explain(stem: str, err: BaseException, failed: Path | None, output: Path, interrupted: bool) -> str:
-    """The message a failed or interrupted run ends with (the notebook at `failed` has the rest)."""
-    kept = f"{output} was not written"
-    saved = f"the partial notebook is {failed}" if failed else "no notebook was saved"
-    cell = f" in cell [{err.exec_count}]" if isinstance(err, pm.PapermillExecutionError) else ""
-    if interrupted:
-        return (f"cpbook: {stem} interrupted{cell}; {saved}; the same command again resumes from the last "
-                f"checkpoint")
-    if isinstance(err, pm.PapermillExecutionError):
-        return (f"cpbook: {stem} failed{cell}: {err.ename}: {err.evalue}\n"
-                f"cpbook: the full traceback is in {failed} ({kept})")
-    return f"cpbook: {stem} stopped: {type(err).__name__}: {err}\ncpbook: {saved} ({kept})"
-
-
-def hide_traceback(kind, value, tb) -> None:
-    """sys.excepthook after `run_chapter` explained the exception that ends the process: the
-    explanation is all the console shows (the exit status still says it failed)."""
-    if not getattr(value, "cpbook_explained", False):
-        sys.__excepthook__(kind, value, tb)
-
-
-def run_chapter(path: Path, values: dict, output: Path) -> None:
-    """Execute the notebook at `path` with `values` into `output`, showing progress on stderr.
-
-    papermill saves as it goes: the run goes into a temporary file beside the output, moved into
-    place only on success, so a failed or interrupted run never replaces a good notebook; it is
-    kept as runs/<chapter>.failed.ipynb. A failure or interruption is explained in one message on
-    stderr and its exception raised again for the caller (a KeyboardInterrupt for an interrupted
-    run), marked so that, when nothing catches it, the `cpbook` command exits non-zero without a
-    traceback (`hide_traceback`)."""
-    output.parent.mkdir(parents=True, exist_ok=True)
-    running = output.with_name(f".{output.stem}.running.ipynb")
-    terminal = Terminal(sys.stderr)
-    interrupts = KernelInterrupts(terminal)
-    try:
-        with kernel_console(terminal), interrupts:
-            pm.execute_notebook(str(path), str(running), parameters=values, cwd=str(path.parent),
-                                kernel_name="python3", progress_bar={"file": terminal.file("papermill")},
-                                kernel_manager_class=interrupts.manager_class,
-                                # the kernel's own log reaches this terminal: a warning that it talks
-                                # over TCP, and an error when jupyter_client interrupts it to shut it down
-                                extra_arguments=["--IPKernelApp.log_level=CRITICAL"])
-    except BaseException as err:
-        failed = Path("runs") / f"{path.stem}.failed.ipynb"
-        if running.exists():
-            failed.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(running, failed)
-        else:
-            failed = None
-        interrupted = interrupts.pressed > 0 or isinstance(err, KeyboardInterrupt) or \
-            getattr(err, "ename", None) == "KeyboardInterrupt"
-        terminal.write(explain(path.stem, err, failed, output, interrupted) + "\n", "cpbook")
-        if sys.excepthook is sys.__excepthook__:
-            sys.excepthook = hide_traceback
-        ending = KeyboardInterrupt() if interrupted and not isinstance(err, KeyboardInterrupt) else err
-        ending.cpbook_explained = True
-        if ending is err:
-            raise
-        raise ending from err   # an interrupted run ends as Ctrl-C ends a command (status 130)
-    clean_file(running, numerics())
-    os.replace(running, output)
+def shorter(err: BaseException, limit: int = 2000) -> str:
+    """An error's text, cut in the middle past `limit` characters (a pasted value can be huge)."""
+    text = str(err)
+    return text if len(text) <= limit else f"{text[:limit // 2]} ... {text[-limit // 2:]}"
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="cpbook", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("list", help="list the chapters and their parameters")
+    listing = sub.add_parser("list", help="list the chapters, or one chapter's parameters")
+    listing.add_argument("chapter", nargs="?", help="chapter name or number, e.g. 02")
     run = sub.add_parser(
         "run", help="execute a chapter with other parameters",
         description="Execute a chapter with other parameters. Training and scoring progress, and "
@@ -366,16 +181,21 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("-y", "--yes", action="store_true",
                      help=f"start even when the training is estimated at more than {duration(LONG_RUN_S)} "
                           "on this machine (no GPU)")
+    add_score_parser(sub)
     tune = sub.add_parser("tune", help="build a model the book tunes here (cached; resumes if interrupted)")
     tune.add_argument("model", help="a registered tuned model, e.g. gemma-3-270m-code")
     args = parser.parse_args(argv)
 
     if args.command == "tune":
         return tune_model(args.model)
+    if args.command == "score":
+        options = vars(args)
+        del options["command"]
+        return score_task(options.pop("task"), options)
 
     if args.command == "list":
         try:
-            print("\n".join(describe(stem) for stem in chapters()))
+            print(describe(find_chapter(args.chapter).stem) if args.chapter else overview())
         except BrokenPipeError:   # `cpbook list | head`: the reader has what it wanted
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())   # nothing left to flush
         return 0
@@ -385,9 +205,14 @@ def main(argv: list[str] | None = None) -> int:
     try:
         check_values(path.stem, values)
     except (ValueError, FileNotFoundError) as err:   # a bad parameter, model or language; results not stored
-        raise SystemExit(f"cpbook: {path.stem}: {err}") from None
-    check_training_time(path.stem, values, args.yes)
+        raise SystemExit(f"cpbook: {path.stem}: {shorter(err)}") from None
     output = path if args.in_place else (args.output or Path("runs") / path.name)
+    if output.is_dir():
+        raise SystemExit(f"cpbook: -o {output} is a directory: name the notebook to write, e.g. {output / path.name}")
+    # these import torch, papermill and the kernel's machinery: only a run needs them
+    from .estimate import check_training_time  # noqa: PLC0415
+    from .execute import run_chapter  # noqa: PLC0415
+    check_training_time(path.stem, values, args.yes, LONG_RUN_S)
     run_chapter(path, values, output)
     print(f"cpbook: wrote {output}")
     return 0

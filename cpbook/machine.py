@@ -16,9 +16,10 @@ from pathlib import Path
 import torch
 
 from cpbook import results
+from cpbook.paths import RESULTS
 from cpbook.provenance import cpuinfo
 
-BENCH_RESULTS = Path(__file__).resolve().parents[1] / "book" / "results" / "bench"
+BENCH_RESULTS = RESULTS / "bench"
 
 
 def timed(fn, repeats: int = 1):

@@ -140,6 +140,15 @@ def add_options(parser, cls) -> None:
                             help=f"{spec.doc}; {spec.allowed()} (default: %(default)s)")
 
 
+def one_of(value, allowed, what: str):
+    """`value` if it is among `allowed`, else ValueError naming it (cut short: a pasted value can
+    be huge) and what is allowed: "unknown language 'sw'; available: en, fr"."""
+    if value not in allowed:
+        shown = repr(value) if len(repr(value)) <= 80 else repr(value)[:77] + "..."
+        raise ValueError(f"unknown {what} {shown}; available: {', '.join(map(str, allowed))}")
+    return value
+
+
 def named(parameter: str, check, value):
     """check(value), with a ValueError turned into a ParameterError naming the parameter."""
     try:

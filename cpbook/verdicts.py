@@ -51,11 +51,16 @@ def interval_text(iv: Interval, digits: int = 2, scale: float = 1.0) -> str:
     return f"{scale * iv.mean:.{digits}f} [{scale * iv.low:.{digits}f}, {scale * iv.high:.{digits}f}]"
 
 
+def interval_texts(means, lows, highs, digits: int = 2, scale: float = 1.0) -> list[str]:
+    """`interval_text` of each row of a table's estimate, low and high columns."""
+    return [interval_text(Interval(m, lo, hi), digits, scale) for m, lo, hi in zip(means, lows, highs)]
+
+
 def record(claim: str, ours: str, verdict: str) -> None:
     """Glue a claim's result (text) and verdict into the notebook being executed, under the keys
     '<claim>-ours' and '<claim>-verdict'; the introduction pastes them."""
     if verdict not in VERDICTS:
         raise ValueError(f"verdict must be one of {VERDICTS}, not {verdict!r}")
-    from myst_nb import glue   # the book's build tool: only a chapter being executed needs it
+    from myst_nb import glue  # noqa: PLC0415  the book's build tool: only a chapter being executed needs it
     glue(f"{claim}-ours", ours, display=False)
     glue(f"{claim}-verdict", verdict, display=False)

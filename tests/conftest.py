@@ -1,4 +1,8 @@
-"""Shared fixtures: a tiny random causal language model with its own tokenizer (no download)."""
+"""Shared fixtures: a tiny random causal language model with its own tokenizer (no download), and
+the seed of a test that checks a random sample."""
+import os
+import secrets
+
 import pytest
 import torch
 
@@ -37,6 +41,16 @@ def make_tiny_gemma():
     model = Gemma3ForCausalLM(config).eval()
     assert model.lm_head.weight is model.model.embed_tokens.weight
     return model, tok
+
+
+def sample_seed(what: str) -> int:
+    """The seed of a test that checks a random sample of `what`: $CPBOOK_TEST_SEED if set, else
+    fresh entropy (each run checks another sample). Printed, so a failing test's captured output
+    says how to replay its draw."""
+    given = os.environ.get("CPBOOK_TEST_SEED")
+    seed = int(given) if given else secrets.randbelow(2**32)
+    print(f"random sample of {what}: seed {seed} (replay with CPBOOK_TEST_SEED={seed})")
+    return seed
 
 
 @pytest.fixture(scope="module")

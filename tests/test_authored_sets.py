@@ -4,7 +4,7 @@ from collections import Counter
 
 import pytest
 
-from cpbook.llm import refusal, refusal_data, zero_shot
+from cpbook.llm import refusal, refusal_data, tasks, zero_shot
 
 
 def _words(text):
@@ -26,7 +26,7 @@ def test_nli_is_balanced_and_every_premise_has_all_three_labels():
             assert len({it[lang]["premise"] for it in group}) == 1
 
 
-@pytest.mark.parametrize("task", zero_shot.TASKS)
+@pytest.mark.parametrize("task", tasks.ZERO_SHOT_TASKS)
 def test_every_item_has_every_language_no_empty_text_and_no_duplicates(task):
     data = zero_shot.dataset(task)
     items = data["items"]
@@ -69,9 +69,9 @@ def test_prompts_are_the_papers_in_english_and_translated_elsewhere():
 
 
 def test_bad_task_or_language_is_named():
-    with pytest.raises(ValueError, match="unknown task 'xnli'"):
+    with pytest.raises(ValueError, match="unknown zero-shot task 'xnli'"):
         zero_shot.dataset("xnli")
-    with pytest.raises(ValueError, match="unsupported language 'nl'"):
+    with pytest.raises(ValueError, match="unknown zero-shot language 'nl'"):
         zero_shot.prompt_table("nli", "nl")
 
 
@@ -107,7 +107,7 @@ def test_refusal_tuning_data_has_both_kinds_and_one_reply():
 
 
 def test_every_surface_keeps_the_items_parallel():
-    tables = {s: refusal.prompt_table(s) for s in refusal.SURFACES}
+    tables = {s: refusal.prompt_table(s) for s in tasks.REFUSAL_SURFACES}
     ids = list(tables["en"]["id"])
     for s, t in tables.items():
         assert list(t["id"]) == ids

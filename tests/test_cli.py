@@ -17,7 +17,7 @@ import torch
 from safetensors import safe_open
 from tqdm.auto import tqdm as auto_bar
 
-from cpbook import cache, cli, console
+from cpbook import cache, cli, console, estimate, execute
 from cpbook.fit import CHECKPOINT_FILE, FitSpec, fit
 from cpbook.synthetic.config import make_config
 from cpbook.synthetic.model import InContextRegressor, ModelSize
@@ -49,7 +49,7 @@ def console_file(tmp_path, monkeypatch):
 
 @pytest.fixture(autouse=True)
 def keep_excepthook(monkeypatch):
-    """run_chapter installs cli.hide_traceback for the `cpbook` process; tests put back pytest's."""
+    """run_chapter installs execute.hide_traceback for the `cpbook` process; tests put back pytest's."""
     monkeypatch.setattr(sys, "excepthook", sys.excepthook)
 
 
@@ -99,7 +99,7 @@ def test_durations_read_as_a_person_would_say_them():
 
 def test_each_writer_starts_a_new_line_where_another_left_a_bar():
     out = io.StringIO()
-    terminal = cli.Terminal(out)
+    terminal = execute.Terminal(out)
     terminal.write("\rExecuting: 5%", "papermill")
     terminal.write("\rExecuting: 9%", "papermill")          # a bar redraws its own line
     terminal.write("cpbook: pretrained model: from the cache\n", "kernel")
@@ -111,7 +111,7 @@ def test_each_writer_starts_a_new_line_where_another_left_a_bar():
 
 def test_the_kernel_console_is_shown_as_it_grows_and_the_environment_restored(no_console):
     out = io.StringIO()
-    with cli.kernel_console(cli.Terminal(out), every_s=0.05) as path:
+    with execute.kernel_console(execute.Terminal(out), every_s=0.05) as path:
         assert os.environ[console.ENV] == str(path)
         with open(path, "a", encoding="utf-8") as f:
             f.write("\rtraining: 1/2 █")
@@ -144,7 +144,7 @@ def test_a_run_shows_the_kernels_progress_on_the_terminal_and_none_in_the_notebo
                                    "for _ in console.progress(range(n), show=False, desc='counting'):\n"
                                    "    pass\n"
                                    "console.say(f'counted to {n}')")
-    cli.run_chapter(path, {"n": 4}, tmp_path / "out.ipynb")
+    execute.run_chapter(path, {"n": 4}, tmp_path / "out.ipynb")
     err = capsys.readouterr().err
     assert "Executing" in err and "counting: 100%" in err and "4/4" in err and "cpbook: counted to 4\n" in err
     nb = nbformat.read(str(tmp_path / "out.ipynb"), as_version=4)
@@ -171,7 +171,7 @@ def test_ctrl_c_stops_the_running_cell_in_the_kernel_with_one_message(tmp_path, 
     threading.Thread(target=press_ctrl_c, daemon=True).start()
     begun = time.time()
     with pytest.raises(KeyboardInterrupt) as err:
-        cli.run_chapter(path, {}, tmp_path / "out.ipynb")
+        execute.run_chapter(path, {}, tmp_path / "out.ipynb")
     assert time.time() - begun < 100                       # not the 120 s the cell would sleep
     assert err.value.cpbook_explained
     lines = capsys.readouterr().err.splitlines()
@@ -196,7 +196,7 @@ def fail_in_cell(cell: int, ename: str, evalue: str):
 def quick_estimate(monkeypatch, tmp_path):
     """An empty cache, and a matmul peak of 100 GFLOP/s without measuring it."""
     monkeypatch.setenv("CPBOOK_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setattr(cli, "quick_peak", lambda: 100.0)
+    monkeypatch.setattr(estimate, "quick_peak", lambda: 100.0)
 
 
 def test_a_failed_cell_ends_in_one_message(tmp_path, monkeypatch, capsys, quick_estimate):
@@ -234,8 +234,8 @@ def test_the_cpbook_command_shows_no_traceback(tmp_path, ename, status):
 def test_the_hook_hides_only_what_was_explained(capsys):
     explained, other = ValueError("explained"), ValueError("not explained")
     explained.cpbook_explained = True
-    cli.hide_traceback(ValueError, explained, None)
-    cli.hide_traceback(ValueError, other, None)
+    execute.hide_traceback(ValueError, explained, None)
+    execute.hide_traceback(ValueError, other, None)
     assert capsys.readouterr().err == "ValueError: not explained\n"
 
 
@@ -251,47 +251,47 @@ def test_cpbook_list_into_a_closed_pipe_is_quiet():
 # --- before the kernel starts ---------------------------------------------------------------------
 
 def test_the_estimate_is_the_models_flops_over_the_measured_peak(quick_estimate):
-    plan = cli.training_plan("02_forgetting", {"preset": "paper"})
+    plan = estimate.training_plan("02_forgetting", {"preset": "paper"})
     cfg = make_config("paper")
     per_prompt = InContextRegressor(cfg.d, cfg.n_points, ModelSize(12, 256, 8)).flops_per_prompt()
     assert plan == {"pretrained model (500000 steps)": (500_000, 3 * 64 * per_prompt),
                     "fine-tuned model (400 steps at lr 0.0001)": (400, 3 * 64 * per_prompt)}
-    assert cli.training_seconds(plan, 1e11, 0.5) == 500_400 * 3 * 64 * per_prompt / 5e10
-    assert cli.training_plan("05_icl_vs_instructions", {}) == {}
+    assert estimate.training_seconds(plan, 1e11, 0.5) == 500_400 * 3 * 64 * per_prompt / 5e10
+    assert estimate.training_plan("05_icl_vs_instructions", {}) == {}
 
 
 def test_a_model_in_the_cache_is_not_counted(quick_estimate):
     cfg = make_config("cpu")
     entry = cache.entry_path("pretrain", cfg.pretrain_key())
-    assert list(cli.training_plan("01_pretraining", {})) == [f"pretrained model ({cfg.steps} steps)"]
+    assert list(estimate.training_plan("01_pretraining", {})) == [f"pretrained model ({cfg.steps} steps)"]
     entry.mkdir(parents=True)
     (entry / cache.ENTRY_FILE).write_text("{}")
-    assert cli.training_plan("01_pretraining", {}) == {}
+    assert estimate.training_plan("01_pretraining", {}) == {}
 
 
 def test_the_paper_preset_on_a_cpu_asks_first(monkeypatch, capsys, quick_estimate):
     monkeypatch.setattr(pm, "execute_notebook", lambda *a, **k: pytest.fail("a kernel was started"))
-    monkeypatch.setattr(cli, "default_device", lambda: torch.device("cpu"))
+    monkeypatch.setattr(estimate, "default_device", lambda: torch.device("cpu"))
     with pytest.raises(SystemExit, match="not started .*--yes"):
         cli.main(["run", "01", "-p", "preset", "paper"])       # not a terminal: nobody to ask
     err = capsys.readouterr().err
     assert "cpbook: not in the cache, so trained now: pretrained model (500000 steps)\n" in err
-    mfu = cli.stored_mfu()       # the stored benchmark's, whatever machine made it
+    mfu = estimate.stored_mfu()       # the stored benchmark's, whatever machine made it
     assert f"days of training on this machine (no GPU; {mfu:.0%} of the 100 GFLOP/s matmul peak" in err
     assert "the 'paper' preset is meant for a GPU" in err
 
-    monkeypatch.setattr(cli, "confirm", lambda question: True)   # someone said yes on the terminal
-    cli.check_training_time("01_pretraining", {"preset": "paper"}, yes=False)
-    cli.check_training_time("01_pretraining", {"preset": "paper"}, yes=True)
+    monkeypatch.setattr(estimate, "confirm", lambda question: True)   # someone said yes on the terminal
+    estimate.check_training_time("01_pretraining", {"preset": "paper"}, yes=False, limit_s=cli.LONG_RUN_S)
+    estimate.check_training_time("01_pretraining", {"preset": "paper"}, yes=True, limit_s=cli.LONG_RUN_S)
 
 
 def test_a_short_run_or_a_gpu_starts_without_asking(monkeypatch, capsys, quick_estimate):
-    monkeypatch.setattr(cli, "confirm", lambda question: pytest.fail("asked"))
-    monkeypatch.setattr(cli, "default_device", lambda: torch.device("cpu"))
-    cli.check_training_time("01_pretraining", {"steps": 300, "warmup_steps": 10}, yes=False)
+    monkeypatch.setattr(estimate, "confirm", lambda question: pytest.fail("asked"))
+    monkeypatch.setattr(estimate, "default_device", lambda: torch.device("cpu"))
+    estimate.check_training_time("01_pretraining", {"steps": 300, "warmup_steps": 10}, yes=False, limit_s=cli.LONG_RUN_S)
     assert "of training on this machine" in capsys.readouterr().err
-    monkeypatch.setattr(cli, "default_device", lambda: torch.device("cuda"))
-    cli.check_training_time("01_pretraining", {"preset": "paper"}, yes=False)
+    monkeypatch.setattr(estimate, "default_device", lambda: torch.device("cuda"))
+    estimate.check_training_time("01_pretraining", {"preset": "paper"}, yes=False, limit_s=cli.LONG_RUN_S)
     assert capsys.readouterr().err == ""
 
 

@@ -12,7 +12,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from cpbook import chapters, cli
+from cpbook import chapters, cli, execute
 from cpbook.params import ParameterError
 
 STEMS = list(chapters.CHAPTERS)
@@ -98,7 +98,7 @@ def test_the_command_line_refuses_bad_text_before_a_kernel_starts(stem, monkeypa
     """`cpbook run` with random -p text: a SystemExit naming the parameter, or (for a valid
     configuration) the notebook handed to papermill, which is stubbed out here."""
     started = []
-    monkeypatch.setattr(cli.pm, "execute_notebook", lambda *a, **k: started.append(k["parameters"]) or (_ for _ in ()).throw(KeyboardInterrupt))
+    monkeypatch.setattr(execute.pm, "execute_notebook", lambda *a, **k: started.append(k["parameters"]) or (_ for _ in ()).throw(KeyboardInterrupt))
     names = list(chapters.parameter_specs(stem))
 
     @settings(max_examples=100, deadline=None, derandomize=True)

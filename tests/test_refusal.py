@@ -1,13 +1,11 @@
 """Chapter 7's refusal measurement: the classifier, the hand labels, bad input, stored runs."""
-import os
-
 import numpy as np
 import pandas as pd
 import pytest
 
-from cpbook.llm import models, refusal
+from cpbook.llm import models, refusal, runner, tasks
 from cpbook.params import ParameterError
-from conftest import make_tiny
+from conftest import make_tiny, sample_seed
 
 
 @pytest.mark.parametrize("text, declines", [
@@ -49,16 +47,6 @@ def no_loading(monkeypatch):
     monkeypatch.setattr(models, "load", lambda *a, **k: pytest.fail("a model was loaded"))
 
 
-@pytest.mark.parametrize("run, match", [
-    (refusal.RefusalRun("gpt-5"), "unknown model 'gpt-5'"),
-    (refusal.RefusalRun("gemma-3-270m", ("en", "ja")), "unsupported surface 'ja'"),
-    (refusal.RefusalRun("gemma-3-270m", max_new_tokens=0), "max_new_tokens"),
-])
-def test_bad_input_fails_before_any_model_loads(run, match, no_loading, tmp_path):
-    with pytest.raises(ValueError, match=match):
-        refusal.run(run, out_dir=tmp_path)
-
-
 @pytest.mark.parametrize("values, match", [
     ({"tuned": ["gemma-3-270m-refusal", "gemma-3-270m-refusal-max"]}, "unknown model 'gemma-3-270m-refusal-max'"),
     ({"surfaces": ["en", "ja"]}, "parameter 'surfaces'"),
@@ -67,35 +55,31 @@ def test_bad_input_fails_before_any_model_loads(run, match, no_loading, tmp_path
 ])
 def test_chapter_7_parameters_are_checked_before_any_work(values, match, no_loading):
     defaults = dict(base="gemma-3-270m", tuned=["gemma-3-270m-refusal", "gemma-3-270m-refusal-strong"],
-                    cross_family=["smollm2-135m-instruct"], surfaces=list(refusal.SURFACES), reference="en")
+                    cross_family=["smollm2-135m-instruct"], surfaces=list(tasks.REFUSAL_SURFACES), reference="en")
     with pytest.raises((ParameterError, ValueError), match=match):
-        refusal.check_chapter(**{**defaults, **values})
+        tasks.check_refusal_chapter(**{**defaults, **values})
 
 
-def test_a_run_decodes_every_surface_stores_it_and_resumes(tmp_path, monkeypatch):
+def test_a_run_decodes_every_surface(tmp_path, monkeypatch):
     """A small run on a tiny random model (the real models are checked against the stored rows
     below): two surfaces and four requests, into a scratch folder."""
     tiny = make_tiny()
-    monkeypatch.setattr(models, "load", lambda name: tiny)
+    monkeypatch.setattr(models, "load", lambda spec: tiny)
     monkeypatch.setenv("CPBOOK_CACHE", str(tmp_path / "cache"))
     items = [it for it in refusal.refusal_data.eval_set()["items"] if it["id"] in
              ("pol-001", "pol-002", "ord-001", "ord-002")]
     monkeypatch.setattr(refusal.refusal_data, "eval_set", lambda: {"version": 1, "items": items})
-    r = refusal.RefusalRun("smollm2-135m-instruct", ("en", "pig_latin"), max_new_tokens=6)
-    table = refusal.run(r, out_dir=tmp_path / "out", progress=False)
+    r = refusal.TASK.make_run("smollm2-135m-instruct", surfaces=("en", "pig_latin"), max_new_tokens=6)
+    table = runner.run(refusal.TASK, r, out_dir=tmp_path / "out", progress=False)
     assert len(table) == 8 and set(table["surface"]) == {"en", "pig_latin"}
     assert table["loglik_refusal"].lt(0).all() and (table["tokens_refusal"] >= 1).all()
     assert (table["refused"] == table["continuation"].map(refusal.is_refusal)).all()
-    stored, record = refusal.load_results("smollm2-135m-instruct", tmp_path / "out")
-    assert len(stored) == 8 and record["run"]["surfaces"] == ["en", "pig_latin"]
-    monkeypatch.setattr(models, "load", lambda *a, **k: pytest.fail("resumed work was done again"))
-    again = refusal.run(r, out_dir=tmp_path / "out", progress=False)
-    pd.testing.assert_frame_equal(again, table)
 
 
 # --- the stored runs ------------------------------------------------------------------------------
 
-STORED = sorted(p.name[:-len(".json")] for p in refusal.RESULTS.glob("*.json") if not p.name.endswith(".tuning.json"))
+FOLDER = tasks.RESULTS / refusal.TASK.folder
+STORED = sorted(p.name[:-len(".json")] for p in FOLDER.glob("*.json") if not p.name.endswith(".tuning.json"))
 
 
 @pytest.mark.parametrize("model", STORED)
@@ -106,7 +90,7 @@ def test_stored_runs_are_complete_and_consistent(model):
     assert record["checksum"] and {"torch", "transformers"} <= set(record["versions"])
     items = refusal.refusal_data.eval_set()["items"]
     assert len(table) == len(items) * len(record["run"]["surfaces"])
-    assert not table.duplicated(refusal.ROW_KEY).any()
+    assert not table.duplicated(list(refusal.TASK.key)).any()
     assert record["run"]["data"]["refusal"] == refusal.refusal_data.refusal()
     assert (table["loglik_refusal"] < 0).all() and (table["tokens_refusal"] >= 1).all()
     kinds = {it["id"]: it["kind"] for it in items}
@@ -117,12 +101,12 @@ def test_stored_runs_are_complete_and_consistent(model):
 def test_a_random_sample_of_stored_rows_recomputes(model):
     """CI's agreement check, for every stored model that loads here without installing or tuning
     anything (SmolLM2 in CI)."""
-    if not models.ready(model):
+    if not tasks.check_model(model).ready():
         pytest.skip(f"{model} is not installed or not tuned on this machine")
-    seed = int(os.environ.get("CPBOOK_SAMPLE_SEED", np.random.SeedSequence().entropy % 2**32))
+    seed = sample_seed(f"stored refusal rows of {model}")
     stored, record = refusal.load_results(model)
-    cmp = refusal.recompute_rows(stored, record, 8, np.random.default_rng(seed))
-    where = f"(CPBOOK_SAMPLE_SEED={seed})"
+    cmp = runner.recompute(refusal.TASK, stored, record, 8, np.random.default_rng(seed))
+    where = f"(CPBOOK_TEST_SEED={seed})"
     assert len(cmp) == 8
     assert (cmp["continuation_stored"] == cmp["continuation_now"]).all(), where
     assert ((cmp["loglik_refusal_stored"] - cmp["loglik_refusal_now"]).abs() < 1e-3).all(), where

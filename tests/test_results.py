@@ -8,7 +8,8 @@ import pytest
 
 from cpbook import results
 from cpbook.provenance import provenance
-from cpbook.llm import experiment as E
+from cpbook.llm import runner
+from cpbook.llm.tasks import TASKS
 
 from conftest import make_tiny
 from cpbook.llm import models
@@ -34,16 +35,17 @@ def test_every_stored_file_is_in_its_folders_manifest_and_matches():
 @pytest.fixture
 def stored(tmp_path, monkeypatch):
     """One small stored run (a tiny random model standing in for SmolLM2)."""
-    monkeypatch.setattr(models, "load", lambda name: make_tiny())
+    monkeypatch.setattr(models, "load", lambda spec: make_tiny())
     monkeypatch.setenv("CPBOOK_CACHE", str(tmp_path / "cache"))
     out = tmp_path / "out"
-    E.run_icl(E.ICLRun("smollm2-135m-instruct", ("en",), n_per_pair=2, n_control=1, max_new_tokens=2),
-              out_dir=out, progress=False)
+    icl = TASKS["icl"]
+    runner.run(icl, icl.make_run("smollm2-135m-instruct", surfaces=("en",), n_per_pair=2, n_control=1,
+                                 max_new_tokens=2), out_dir=out, progress=False)
     return out
 
 
 def test_a_stored_run_loads(stored):
-    table, record = E.load_results("smollm2-135m-instruct", results_dir=stored)
+    table, record = runner.load(TASKS["icl"], "smollm2-135m-instruct", folder=stored)
     assert len(table) == record["rows"] == 10
 
 
@@ -59,7 +61,7 @@ def test_a_damaged_stored_file_fails_naming_it(stored, damage, which):
     else:
         path.write_bytes(data.replace(b"True", b"False", 1) if which == "csv" else data.replace(b'"rows"', b'"rows" ', 1))
     with pytest.raises(results.StoredResultError, match=f"smollm2-135m-instruct.{which}"):
-        E.load_results("smollm2-135m-instruct", results_dir=stored)
+        runner.load(TASKS["icl"], "smollm2-135m-instruct", folder=stored)
 
 
 def test_a_missing_column_fails_naming_the_file_and_the_column(stored):
@@ -67,13 +69,13 @@ def test_a_missing_column_fails_naming_the_file_and_the_column(stored):
     pd.read_csv(path).drop(columns="margin_per_token").to_csv(path, index=False)
     results.record(path)          # even with a matching checksum
     with pytest.raises(results.StoredResultError, match="smollm2-135m-instruct.csv.*margin_per_token"):
-        E.load_results("smollm2-135m-instruct", results_dir=stored)
+        runner.load(TASKS["icl"], "smollm2-135m-instruct", folder=stored)
 
 
 def test_a_file_without_a_recorded_checksum_fails(stored):
     (stored / results.SUMS).write_text("")
     with pytest.raises(results.StoredResultError, match="no SHA-256 recorded"):
-        E.load_results("smollm2-135m-instruct", results_dir=stored)
+        runner.load(TASKS["icl"], "smollm2-135m-instruct", folder=stored)
 
 
 def test_rows_missing_from_a_checksummed_file_fail(stored):
@@ -81,7 +83,7 @@ def test_rows_missing_from_a_checksummed_file_fail(stored):
     pd.read_csv(path).iloc[:-1].to_csv(path, index=False)
     results.record(path)
     with pytest.raises(results.StoredResultError, match="9 rows"):
-        E.load_results("smollm2-135m-instruct", results_dir=stored)
+        runner.load(TASKS["icl"], "smollm2-135m-instruct", folder=stored)
 
 
 def test_a_benchmark_is_stored_with_the_machine_and_the_code_it_ran_on(tmp_path):

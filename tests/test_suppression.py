@@ -49,7 +49,7 @@ def test_the_dose_table_and_the_overwriting_dose(monkeypatch):
             return self
 
     lrs = {"gentle": 1e-4, "strong": 1e-3}
-    monkeypatch.setattr(S.models, "check_model", lambda name: type("Spec", (), {"source": Source(lrs[name])}))
+    monkeypatch.setattr(S, "check_model", lambda name: type("Spec", (), {"source": Source(lrs[name])}))
     base = pd.concat([_rows(SURFACES, lambda s, i: True, lambda s, i: 2.0),
                       _rows(SURFACES, lambda s, i: True, lambda s, i: np.nan, control=True)])
     results = {"base": base,

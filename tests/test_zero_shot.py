@@ -1,15 +1,14 @@
 """Chapter 6's zero-shot scoring: predictions, bad input, a real run, and the stored results."""
-import os
-
 import numpy as np
 import pandas as pd
 import pytest
 
-from cpbook.llm import models, paired, zero_shot as Z
+from cpbook.llm import models, paired, runner, tasks, zero_shot as Z
 from cpbook.params import ParameterError
-from conftest import make_tiny
+from conftest import make_tiny, sample_seed
 
-STORED = sorted(p.name[:-len(".json")] for p in Z.RESULTS.glob("*.json") if not p.name.endswith(".tuning.json"))
+FOLDER = tasks.RESULTS / tasks.TASKS["nli"].folder
+STORED = sorted(p.name[:-len(".json")] for p in FOLDER.glob("*.json") if not p.name.endswith(".tuning.json"))
 
 
 @pytest.mark.parametrize("continuation, expected", [
@@ -30,17 +29,6 @@ def no_loading(monkeypatch):
     monkeypatch.setattr(models, "load", lambda *a, **k: pytest.fail("a model was loaded"))
 
 
-@pytest.mark.parametrize("run, match", [
-    (Z.ZeroShotRun("llama-3-8b"), "unknown model 'llama-3-8b'"),
-    (Z.ZeroShotRun("gemma-3-270m", task="xnli"), "unknown task 'xnli'"),
-    (Z.ZeroShotRun("gemma-3-270m", languages=("en", "sw")), "unsupported language 'sw'"),
-    (Z.ZeroShotRun("gemma-3-270m", batch_size=0), "batch_size"),
-])
-def test_bad_input_fails_before_any_model_loads(run, match, no_loading, tmp_path):
-    with pytest.raises(ValueError, match=match):
-        Z.run(run, out_dir=tmp_path)
-
-
 CH6 = dict(base="gemma-3-270m", tuned=["gemma-3-270m-code", "gemma-3-270m-code-strong"],
            cross_family=["qwen2.5-coder-0.5b-instruct"], tasks=["nli"], languages=["en", "fr"], reference="en")
 
@@ -54,28 +42,25 @@ CH6 = dict(base="gemma-3-270m", tuned=["gemma-3-270m-code", "gemma-3-270m-code-s
 ])
 def test_chapter_6_parameters_are_checked_before_any_work(values, match, no_loading):
     with pytest.raises((ParameterError, ValueError), match=match):
-        Z.check_chapter(**{**CH6, **values})
+        tasks.check_code_chapter(**{**CH6, **values})
 
 
-def test_a_run_scores_every_option_stores_it_and_resumes(tmp_path, monkeypatch):
+def test_a_run_scores_every_option(tmp_path, monkeypatch):
     """A small run on a tiny random model (the real models are checked against the stored rows
     below): three NLI items in two languages, into a scratch folder."""
     tiny = make_tiny()
-    monkeypatch.setattr(models, "load", lambda name: tiny)
+    monkeypatch.setattr(models, "load", lambda spec: tiny)
     monkeypatch.setenv("CPBOOK_CACHE", str(tmp_path / "cache"))
     data = Z.dataset("nli")
     small = {**data, "items": data["items"][:3]}
     monkeypatch.setattr(Z, "dataset", lambda task: small)
-    r = Z.ZeroShotRun("smollm2-135m-instruct", "nli", ("en", "de"))
-    table = Z.run(r, out_dir=tmp_path / "out", progress=False)
-    assert len(table) == 6 and list(table.columns) == Z.columns("nli")
+    nli = tasks.TASKS["nli"]
+    table = runner.run(nli, nli.make_run("smollm2-135m-instruct", languages=("en", "de")), out_dir=tmp_path / "out",
+                       progress=False)
+    assert len(table) == 6
     lik = table[[f"loglik_{o}" for o in Z.OPTIONS["nli"]]]
     assert (lik < 0).all().all()
     assert (table["pred_loglik"] == [Z.OPTIONS["nli"][i] for i in lik.to_numpy().argmax(1)]).all()
-    stored, record = Z.load_results("smollm2-135m-instruct", "nli", tmp_path / "out")
-    assert len(stored) == 6 and record["run"]["languages"] == ["en", "de"]
-    monkeypatch.setattr(models, "load", lambda *a, **k: pytest.fail("resumed work was done again"))
-    pd.testing.assert_frame_equal(Z.run(r, out_dir=tmp_path / "out", progress=False), table)
 
 
 # --- the stored results -------------------------------------------------------------------------
@@ -83,14 +68,14 @@ def test_a_run_scores_every_option_stores_it_and_resumes(tmp_path, monkeypatch):
 @pytest.mark.parametrize("stem", STORED)
 def test_stored_results_are_complete_and_consistent(stem):
     model, task = stem.rsplit(".", 1)
-    table, record = Z.load_results(model, task)
+    table, record = runner.load(tasks.TASKS[task], model)
     assert record["model"] == model and record["run"]["task"] == task
     assert record["commit"] != "unknown" and not record["commit"].endswith("+dirty"), record["commit"]
     assert record["checksum"] and {"torch", "transformers"} <= set(record["versions"])
     assert record["run"]["data_version"] == Z.dataset(task)["version"]
     n_items = len(Z.dataset(task)["items"])
     assert len(table) == n_items * len(record["run"]["languages"])
-    assert not table.duplicated(Z.ROW_KEY).any()
+    assert not table.duplicated(list(tasks.TASKS[task].key)).any()
     options = Z.OPTIONS[task]
     lik = table[[f"loglik_{o}" for o in options]]
     assert (lik < 0).all().all()
@@ -102,21 +87,17 @@ def test_stored_results_are_complete_and_consistent(stem):
         assert (table["correct_greedy"] == (table["pred_greedy"] == table["label"])).all()
 
 
-def _sample_seed():
-    return int(os.environ.get("CPBOOK_SAMPLE_SEED", np.random.SeedSequence().entropy % 2**32))
-
-
 @pytest.mark.parametrize("stem", STORED)
 def test_a_random_sample_of_stored_rows_recomputes(stem):
     """CI's agreement check, for every stored model that can be loaded here without installing or
     training anything (SmolLM2 in CI; the Gemma models after `make models`)."""
     model, task = stem.rsplit(".", 1)
-    if not models.ready(model):
+    if not tasks.check_model(model).ready():
         pytest.skip(f"{model} is not installed or not tuned on this machine")
-    seed = _sample_seed()
-    stored, record = Z.load_results(model, task)
-    cmp = Z.recompute_rows(stored, record, 12, np.random.default_rng(seed))
-    where = f"(CPBOOK_SAMPLE_SEED={seed})"
+    seed = sample_seed(f"stored rows of {stem}")
+    stored, record = runner.load(tasks.TASKS[task], model)
+    cmp = runner.recompute(tasks.TASKS[task], stored, record, 12, np.random.default_rng(seed))
+    where = f"(CPBOOK_TEST_SEED={seed})"
     assert len(cmp) == 12
     assert (cmp["pred_loglik_stored"] == cmp["pred_loglik_now"]).all(), where
     for o in Z.OPTIONS[task]:

@@ -17,10 +17,10 @@ from __future__ import annotations
 
 import pandas as pd
 
-from cpbook import results as stored_results
-from cpbook.params import named
-from cpbook.llm import experiment, models, prompts
+from cpbook.llm import experiment, runner
 from cpbook.llm.score import prefix_match
+from cpbook.llm.tasks import PAPER_DEMOS, TASKS, check_icl_chapter
+from cpbook.verdicts import interval_texts
 from cpbook.stats import LEVEL_FIGURES, mean_interval, pivot_unique, require_unique, wilson_interval
 
 QUESTION_KEY = ["task_pair", "index"]   # the same question in every surface form
@@ -228,72 +228,32 @@ def format_table(drops: pd.DataFrame) -> pd.DataFrame:
         "surface": drops["surface"],
         "base %": drops["base_%"].map("{:.1f}".format),
         "tuned %": drops["tuned_%"].map("{:.1f}".format),
-        "drop (95% CI)": [f"{d:.1f} [{lo:.1f}, {hi:.1f}]" for d, lo, hi in
-                          zip(drops["drop"], drops["drop_low"], drops["drop_high"])],
-        "margin shift, nats (95% CI)": [f"{d:.2f} [{lo:.2f}, {hi:.2f}]" for d, lo, hi in
-                                        zip(drops["margin_shift"], drops["shift_low"], drops["shift_high"])],
-        "per token (95% CI)": [f"{d:.2f} [{lo:.2f}, {hi:.2f}]" for d, lo, hi in
-                               zip(drops["pt_shift"], drops["pt_low"], drops["pt_high"])],
+        "drop (95% CI)": interval_texts(drops["drop"], drops["drop_low"], drops["drop_high"], 1),
+        "margin shift, nats (95% CI)": interval_texts(drops["margin_shift"], drops["shift_low"], drops["shift_high"]),
+        "per token (95% CI)": interval_texts(drops["pt_shift"], drops["pt_low"], drops["pt_high"]),
     }).set_index("surface")
 
 
-def check_chapter(base: str, tuned: str, cross_family, reference: str = "en",
-                  n_demos: int = experiment.PAPER_DEMOS, demo_counts=(experiment.PAPER_DEMOS,)) -> list[str]:
-    """Chapter 5's parameters checked against the registry, the surface forms and the stored
-    prompt sets (which files exist; none is read); returns the models it names. `cpbook run`
-    calls it before a kernel starts."""
-    names = models.check_roles({"base": [base], "tuned": [tuned], "cross_family": list(cross_family)})
-    named("reference", prompts.check_surface, reference)
-    for n in [n_demos, *demo_counts]:
-        prompts.PARAMS["n_demos"].check(n)
-    # each prompt set, with the parameter that asks for it (the error names that parameter)
-    wanted = {(name, n_demos): f"'n_demos' = {n_demos}" for name in names}
-    for n in demo_counts:
-        for name in (base, tuned):
-            wanted.setdefault((name, n), f"'demo_counts' = {list(demo_counts)!r}")
-    for (name, n), asked in wanted.items():
-        if not all(path.exists() for path in experiment.result_files(name, n)):
-            try:
-                experiment.load_results(name, n)     # raises, naming what is stored and how to make the rest
-            except FileNotFoundError as err:
-                raise FileNotFoundError(f"parameter {asked}: {err}") from None
-    return names
-
-
 def load_chapter(base: str, tuned: str, cross_family, reference: str = "en",
-                 n_demos: int = experiment.PAPER_DEMOS, demo_counts=(experiment.PAPER_DEMOS,)):
+                 n_demos: int = PAPER_DEMOS, demo_counts=(PAPER_DEMOS,)):
     """Check chapter 5's parameters and load the stored rows and provenance of every prompt set
     it names, failing with a clear message (unknown model or surface, a prompt set not computed
     yet) before any work. Returns (results, curve, records): results {model: rows} with
     `n_demos` demonstrations; curve {number of demonstrations: {base: rows, tuned: rows}};
     records {file stem: provenance record} for every set read."""
-    names = check_chapter(base, tuned, cross_family, reference, n_demos, demo_counts)
+    names = check_icl_chapter(base, tuned, cross_family, reference, n_demos, demo_counts)
     records, loaded = {}, {}
     for name, n in dict.fromkeys([(name, n_demos) for name in names]
                                  + [(name, n) for n in demo_counts for name in (base, tuned)]):
-        rows, record = experiment.load_results(name, n)
+        rows, record = runner.load(TASKS["icl"], name, n)
         loaded[name, n] = experiment.with_answers(rows, record)
-        records[experiment.result_stem(name, n)] = record
+        records[TASKS["icl"].stem(name, n)] = record
     results = {name: loaded[name, n_demos] for name in names}
     curve = {n: {name: loaded[name, n] for name in (base, tuned)} for n in sorted(set(demo_counts))}
     if reference not in set(results[base]["surface"]):
         raise ValueError(f"reference {reference!r} was not scored; stored surfaces: "
                          f"{', '.join(results[base]['surface'].unique())}")
     return results, curve, records
-
-
-def provenance_table(records: dict[str, dict]) -> pd.DataFrame:
-    """Where each model's stored rows came from, one line per model."""
-    rows = []
-    for name, r in records.items():
-        digest = r["checksum"].get("gguf_sha256") or next(iter(r["checksum"].get("weights_sha256", {}).values()), "")
-        rows.append({"results": name, "kind": r["model_kind"], "rows": r["rows"],
-                     "demonstrations": r["run"]["n_demos"],
-                     "prompts per pair": r["run"]["n_per_pair"], "control per pair": r["run"]["n_control"],
-                     "BOS": r["run"]["bos"], "weights SHA-256": digest[:12],
-                     "commit": r["commit"][:7] + ("+dirty" if r["commit"].endswith("+dirty") else ""),
-                     "torch": r["versions"]["torch"], "transformers": r["versions"]["transformers"]})
-    return pd.DataFrame(rows).set_index("results")
 
 
 def show_example(results, names, surface: str, task_pair: str, index: int) -> None:
@@ -314,14 +274,8 @@ def format_gap(drop_gap: pd.DataFrame, margin_gap: pd.DataFrame, reference: str)
     """The language-gap table: how much larger the reference's drop is than each surface's."""
     return pd.DataFrame({
         "surface": drop_gap["surface"],
-        f"{reference} drop minus this drop, points (95% CI)": [
-            f"{d:.1f} [{lo:.1f}, {hi:.1f}]" for d, lo, hi in zip(drop_gap["difference"], drop_gap["low"], drop_gap["high"])],
-        f"{reference} margin shift minus this one, nats (95% CI)": [
-            f"{d:.2f} [{lo:.2f}, {hi:.2f}]" for d, lo, hi in zip(margin_gap["difference"], margin_gap["low"], margin_gap["high"])],
+        f"{reference} drop minus this drop, points (95% CI)": interval_texts(
+            drop_gap["difference"], drop_gap["low"], drop_gap["high"], 1),
+        f"{reference} margin shift minus this one, nats (95% CI)": interval_texts(
+            margin_gap["difference"], margin_gap["low"], margin_gap["high"]),
     }).set_index("surface")
-
-
-def tuning_record(name: str):
-    """The stored tuning provenance of a model tuned here (recipe, loss history), else None."""
-    path = experiment.RESULTS / f"{name}.tuning.json"
-    return stored_results.read_json(path) if path.exists() else None

@@ -43,12 +43,16 @@ example index is the same question everywhere.
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-import pandas as pd
 
 from cpbook.llm.transforms import (LANGUAGES, TRANSFORMS, check_language, check_transform,
                                    load_sentences, load_templates)
-from cpbook.params import Param
+from cpbook.params import Param, one_of
+
+if TYPE_CHECKING:   # for the annotations only
+    import pandas as pd
 
 ICL_TASKS = {"capslock": str.upper, "repeat": lambda s: s}
 QUERY_KINDS = ("math", "blank")
@@ -70,10 +74,7 @@ PARAMS = {
 
 
 def check_task_pair(name: str, control: bool = False) -> str:
-    pairs = CONTROL_PAIRS if control else TASK_PAIRS
-    if name not in pairs:
-        raise ValueError(f"unknown task pair {name!r}; available: {', '.join(pairs)}")
-    return name
+    return one_of(name, CONTROL_PAIRS if control else TASK_PAIRS, "task pair")
 
 
 def check_surface(name: str) -> str:
@@ -199,4 +200,5 @@ def build_prompts(surfaces=("en",), n_per_pair: int = 100, seed: int = 0,
                     "n_demos": n_demos, "demo_ids": ",".join(ids[r] for r in d["demo_rows"][:n_demos]), "query_id": ids[d["query_row"]]
                     if kind != "math" else None,
                 })
+    import pandas as pd   # noqa: PLC0415  here: pandas takes a second to import, and the CLI's checks import this module
     return pd.DataFrame(rows)

@@ -9,29 +9,25 @@ Pig Latin of the English) is put in the tuning template and decoded greedily. Tw
 - **log-likelihood of the fixed refusal** after the prompt (per token): a graded measure, like
   chapter 5's margin, defined whatever the model writes.
 
-Runs are stored under book/results/refusal/ with provenance (`cpbook.llm.stored`).
+Runs are stored under book/results/refusal/ with provenance (`cpbook score refusal`, `cpbook.llm.runner`).
 """
 from __future__ import annotations
 
-import argparse
 import re
-import time
 import unicodedata
-from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import pandas as pd
 
-from cpbook import cache, console
-from cpbook.llm import experiment, models, paired, refusal_data, score, stored, transforms
-from cpbook.params import ParameterError, add_options, named, param, validate
-from cpbook.provenance import committed_provenance
+from cpbook.llm import paired, refusal_data, runner, score, transforms
+from cpbook.llm.tasks import (REFUSAL_LANGUAGES as LANGUAGES, TASKS, RefusalRun, check_refusal_chapter,
+                              check_refusal_surface as check_surface)
+from cpbook.paths import DATA
 from cpbook.stats import LEVEL_FIGURES, proportion_difference, wilson_interval
+from cpbook.verdicts import interval_texts
 
-RESULTS = stored.RESULTS / "refusal"
-HAND_LABELS = refusal_data.DATA / "refusal_hand_labels.csv"
-LANGUAGES = ("en", "fr", "es", "nl", "hu", "de")
-SURFACES = LANGUAGES + ("leetspeak", "pig_latin")
+TASK = TASKS["refusal"]
+HAND_LABELS = DATA / "refusal_hand_labels.csv"
 KINDS = ("policy", "ordinary")
 
 # --- the classifier ---------------------------------------------------------------------------
@@ -96,12 +92,6 @@ def hand_labels(path: Path = HAND_LABELS) -> pd.DataFrame:
 
 # --- prompts and scoring ---------------------------------------------------------------------
 
-def check_surface(surface: str) -> str:
-    if surface not in SURFACES:
-        raise ValueError(f"unsupported surface {surface!r}; available: {', '.join(SURFACES)}")
-    return surface
-
-
 def request_text(item: dict, surface: str) -> str:
     """The request in a surface form: a language as authored, or a transform of the English."""
     if surface in LANGUAGES:
@@ -117,15 +107,11 @@ def prompt_table(surface: str, kinds=KINDS) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-ROW_KEY = ["surface", "id"]
-COLUMNS = ROW_KEY + ["kind", "continuation", "refused", "loglik_refusal", "tokens_refusal", "greedy_refusal"]
-
-
-def score_rows(model, tokenizer, rows: pd.DataFrame, max_new_tokens: int, batch_size: int, bos: bool) -> pd.DataFrame:
+def score_rows(model, tokenizer, rows: pd.DataFrame, run: RefusalRun) -> pd.DataFrame:
     reply = " " + refusal_data.refusal()
     one = score.score_answers(model, tokenizer, rows["prompt"], {"refusal": [reply] * len(rows)},
-                              batch_size, bos, generate=max_new_tokens)
-    out = rows[ROW_KEY + ["kind"]].reset_index(drop=True).copy()
+                              run.batch_size, run.bos, generate=run.max_new_tokens)
+    out = rows[list(TASK.key) + ["kind"]].reset_index(drop=True).copy()
     out["continuation"] = one["continuation"]
     out["refused"] = out["continuation"].map(is_refusal)
     for col in ("loglik_refusal", "tokens_refusal", "greedy_refusal"):
@@ -133,91 +119,35 @@ def score_rows(model, tokenizer, rows: pd.DataFrame, max_new_tokens: int, batch_
     return out
 
 
-@dataclass(frozen=True)
-class RefusalRun:
-    model: str
-    surfaces: tuple[str, ...] = SURFACES
-    max_new_tokens: int = param("greedy tokens generated", 1, 256, default=24)
-    batch_size: int = param("prompts per forward pass", 1, 1024, default=32)
-    bos: bool | None = None
-
-    def resolved(self) -> "RefusalRun":
-        spec = models.check_model(self.model)
-        for s in self.surfaces:
-            check_surface(s)
-        validate(self)
-        return replace(self, surfaces=tuple(self.surfaces), bos=spec.bos if self.bos is None else bool(self.bos))
+def rows_for(run: RefusalRun, surface: str) -> pd.DataFrame:
+    """The requests one finished part of a run decodes: one surface form's."""
+    return prompt_table(surface)
 
 
-def command(model: str) -> str:
-    return f"python -m cpbook.llm.refusal {model}"
+def summary(table: pd.DataFrame) -> pd.Series:
+    """What `cpbook score refusal` prints: the share declined per kind of request and surface."""
+    return table.groupby(["kind", "surface"], sort=False)["refused"].mean().round(3)
 
 
-def run(r: RefusalRun, out_dir: Path = RESULTS, progress: bool = True) -> pd.DataFrame:
-    """Decode every held-out request in every surface form and store the rows
-    (out_dir/<model>.csv + .json); surfaces are cached as they finish, so a run resumes."""
-    r = r.resolved()
-    origin = committed_provenance()
-    data = {"eval": refusal_data.eval_set()["version"], "refusal": refusal_data.refusal(),
-            "template": refusal_data.TEMPLATE}
-    work = cache.work_path("refusal", {**asdict(r), "weights": experiment.weights_key(r.model), "data": data})
-    todo = [s for s in r.surfaces if not cache.intact(work / f"{s}.csv")]
-    t0 = time.time()
-    if todo:
-        model, tokenizer = models.load(r.model)
-        for surface in console.progress(todo, show=progress, desc=f"decoding {r.model}"):
-            part = score_rows(model, tokenizer, prompt_table(surface), r.max_new_tokens, r.batch_size, r.bos)
-            cache.write_text(work / f"{surface}.csv", part.to_csv(index=False), checked=True)
-    table = pd.concat([stored.read_rows(work / f"{s}.csv") for s in r.surfaces], ignore_index=True)
-    stored.store(out_dir, r.model, r.model, table, {**asdict(r), "data": data}, origin, time.time() - t0)
-    return table
-
-
-def load_results(model: str, results_dir: Path = RESULTS) -> tuple[pd.DataFrame, dict]:
-    models.check_model(model)
-    table, record = stored.load(results_dir, model, COLUMNS, command(model))
-    # the verdicts of the classifier as it is now (the stored column is the one at scoring time)
+def load_results(model: str) -> tuple[pd.DataFrame, dict]:
+    """A stored run, with the verdicts of the classifier as it is now (the stored column is the
+    one at scoring time)."""
+    table, record = runner.load(TASK, model)
     return table.assign(refused=table["continuation"].map(is_refusal)), record
-
-
-def recompute_rows(stored_rows: pd.DataFrame, record: dict, n: int, rng) -> pd.DataFrame:
-    run_args = {k: v for k, v in record["run"].items() if k != "data"}
-    r = RefusalRun(**{**run_args, "surfaces": tuple(run_args["surfaces"])}).resolved()
-    pick = stored_rows.iloc[sorted(rng.choice(len(stored_rows), size=min(n, len(stored_rows)), replace=False))]
-    table = pd.concat([prompt_table(s) for s in pick["surface"].unique()], ignore_index=True)
-    rows = pick[ROW_KEY].merge(table, on=ROW_KEY, how="left", validate="one_to_one")
-    model, tokenizer = models.load(r.model)
-    now = score_rows(model, tokenizer, rows, r.max_new_tokens, r.batch_size, r.bos)
-    return pick.reset_index(drop=True).merge(now, on=ROW_KEY, suffixes=("_stored", "_now"))
 
 
 # --- chapter 7 ----------------------------------------------------------------------------------
 
-def check_chapter(base: str, tuned, cross_family, surfaces, reference: str) -> list[str]:
-    """Chapter 7's parameters against the registry, the surfaces and the stored runs (which files
-    exist; none is read), before any work; returns the models it names."""
-    names = models.check_roles({"base": [base], "tuned": list(tuned), "cross_family": list(cross_family)})
-    for s in surfaces:
-        named("surfaces", check_surface, s)
-    if reference not in surfaces:
-        raise ParameterError(f"parameter 'reference' = {reference!r} is not among 'surfaces' = {list(surfaces)}")
-    for name in names:
-        csv, meta = stored.files(RESULTS, name)
-        if not (csv.exists() and meta.exists()):
-            raise FileNotFoundError(f"no stored refusal run for {name!r}; compute it with\n    {command(name)}")
-    return names
-
-
 def load_chapter(base: str, tuned, cross_family, surfaces, reference: str):
     """(results, records): results {model: rows in `surfaces`}, records {model: provenance}."""
-    names = check_chapter(base, tuned, cross_family, surfaces, reference)
+    names = check_refusal_chapter(base, tuned, cross_family, surfaces, reference)
     results, records = {}, {}
     for name in names:
         rows, records[name] = load_results(name)
         missing = sorted(set(surfaces) - set(rows["surface"]))
         if missing:
             raise ValueError(f"the stored run of {name!r} lacks {', '.join(missing)}; compute it with\n"
-                             f"    {command(name)}")
+                             f"    {TASK.command(name)}")
         results[name] = rows[rows["surface"].isin(surfaces)].reset_index(drop=True)
     return results, records
 
@@ -290,7 +220,7 @@ def format_rates(tables: dict[str, pd.DataFrame]) -> pd.DataFrame:
     """Rates (%) with their 95% intervals as text: a row per surface, a column per (table, model)."""
     parts = {}
     for title, t in tables.items():
-        cells = [f"{100 * r:.0f} [{100 * lo:.0f}, {100 * hi:.0f}]" for r, lo, hi in zip(t["rate"], t["low"], t["high"])]
+        cells = interval_texts(t["rate"], t["low"], t["high"], 0, 100)
         wide = t.assign(cell=cells).pivot(index="surface", columns="model", values="cell")
         parts[title] = wide.reindex(list(dict.fromkeys(t["surface"])))[list(dict.fromkeys(t["model"]))]
     return pd.concat(parts, axis=1)
@@ -299,22 +229,3 @@ def format_rates(tables: dict[str, pd.DataFrame]) -> pd.DataFrame:
 def confusion(labels: pd.DataFrame) -> pd.DataFrame:
     """Hand label (rows) against the classifier's verdict (columns), with counts."""
     return pd.crosstab(labels["label"].rename("by hand"), labels["classifier"].rename("classifier"))
-
-
-def main(argv=None) -> None:
-    ap = argparse.ArgumentParser(description="Decode the held-out refusal-policy requests with a model "
-                                             "and store the rows under book/results/refusal/.")
-    ap.add_argument("model", help=f"one of: {', '.join(models.REGISTRY)}")
-    ap.add_argument("--surfaces", nargs="+", default=list(SURFACES))
-    add_options(ap, RefusalRun)
-    a = vars(ap.parse_args(argv))
-    try:
-        r = RefusalRun(a.pop("model"), tuple(a.pop("surfaces")), **a).resolved()
-    except (ValueError, ParameterError) as err:
-        raise SystemExit(f"cpbook.llm.refusal: {err}") from None
-    table = run(r)
-    print(table.groupby(["kind", "surface"], sort=False)["refused"].mean().round(3).to_string())
-
-
-if __name__ == "__main__":
-    main()

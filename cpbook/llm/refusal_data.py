@@ -14,13 +14,12 @@ from __future__ import annotations
 
 import json
 from functools import lru_cache
-from pathlib import Path
 
 import numpy as np
 
 from cpbook import cache
+from cpbook.paths import DATA
 
-DATA = Path(__file__).resolve().parents[1] / "data"
 TRAIN_FILE, EVAL_FILE = DATA / "refusal_train.json", DATA / "refusal_eval.json"
 TEMPLATE = "Request: {request}\nResponse:"
 POLICY_SHARE = 0.5     # the share of policy requests in the tuning stream

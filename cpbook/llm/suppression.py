@@ -2,7 +2,7 @@
 goes when the tuning data is in more languages, how it grows with the dose, and whether the
 prompts that look most like the tuning data lose the most.
 
-All three read the stored ICL-vs-instruction rows of chapter 5's experiment (`experiment.run_icl`)
+All three read the stored ICL-vs-instruction rows of chapter 5's runs (`cpbook score icl`)
 and compare models on the same prompts (`analysis.paired_rows`: a run with fewer prompts per task
 pair holds the first draws of a longer one). Conventions are chapter 5's: ICL accuracy with a
 Wilson interval; changes paired by prompt; the margin m = log p(ICL answer) - log p(instruction
@@ -24,8 +24,10 @@ from scipy import sparse
 from scipy.stats import rankdata
 
 from cpbook import stats
-from cpbook.llm import analysis, experiment, models, prompts, tune
-from cpbook.params import ParameterError, named
+from cpbook.llm import analysis, experiment, runner, tune_config
+from cpbook.llm.registry import check_model
+from cpbook.llm.tasks import TASKS
+from cpbook.verdicts import interval_texts
 
 LEVEL = stats.LEVEL_FIGURES
 
@@ -37,35 +39,10 @@ def load(names) -> tuple[dict[str, pd.DataFrame], dict[str, dict]]:
     (checksum, columns, row count); a missing set names the command that makes it."""
     results, records = {}, {}
     for name in dict.fromkeys(names):
-        rows, record = experiment.load_results(name)
+        rows, record = runner.load(TASKS["icl"], name)
         results[name] = experiment.with_answers(rows, record)
         records[name] = record
     return results, records
-
-
-def check_chapter(base: str, english: str, multilingual: str, tuning_languages, lm_doses) -> list[str]:
-    """Chapter 8's model roles and languages, checked before anything is read; every model named
-    must have stored results (the error names the command that makes them)."""
-    names = models.check_roles({"base": [base], "english": [english], "multilingual": [multilingual]})
-    models.check_roles({"lm_doses": list(lm_doses)})    # the English model may be one of the doses
-    if base in lm_doses:
-        raise ParameterError(f"parameter 'lm_doses' names the base {base!r}: list tuned models only")
-    if not lm_doses:
-        raise ParameterError("parameter 'lm_doses' is empty: name at least one tuned model")
-    for lang in tuning_languages:
-        named("tuning_languages", prompts.check_surface, lang)
-    if not tuning_languages:
-        raise ParameterError("parameter 'tuning_languages' is empty: name the languages the multilingual "
-                             "model was tuned on")
-    roles = {base: "base", english: "english", multilingual: "multilingual", **{n: "lm_doses" for n in lm_doses}}
-    for name, role in roles.items():
-        csv, meta = experiment.result_files(name)
-        if not (csv.exists() and meta.exists()):
-            try:
-                experiment.load_results(name)     # raises, naming what is stored and how to make it
-            except FileNotFoundError as err:
-                raise FileNotFoundError(f"parameter {role!r}: {err}") from None
-    return list(dict.fromkeys([*names, *lm_doses]))
 
 
 # --- tuning in more languages --------------------------------------------------------------------
@@ -127,7 +104,7 @@ def dose_table(results: dict[str, pd.DataFrame], base: str, doses, surfaces, lev
     The learning rate of each model is read from its registered recipe."""
     rows = []
     for name in doses:
-        lr = models.check_model(name).source.config().lr
+        lr = check_model(name).source.config().lr
         conflict = analysis.paired_rows(results[base], results[name])
         control = analysis.paired_rows(results[base], results[name], control=True)
         for s in surfaces:
@@ -196,8 +173,8 @@ class TrigramIndex:
 
 def tuning_texts(name: str) -> list[str]:
     """The instructions a model tuned here saw (prompt and answer of every example of its run)."""
-    cfg = models.check_model(name).source.config()
-    stream = tune.DATA[cfg.data]
+    cfg = check_model(name).source.config()
+    stream = tune_config.DATA[cfg.data]
     return [e["prompt"] + e["answer"] for e in stream.examples(cfg.data_seed, 0, cfg.steps * cfg.batch_size)]
 
 
@@ -250,8 +227,7 @@ def correlations(similar: dict[str, pd.DataFrame], level: float = stats.LEVEL_AS
 
 def formatted(table: pd.DataFrame, value: str, index: str, columns, digits: int = 2) -> pd.DataFrame:
     """A table of "value [low, high]" strings, `index` as rows and `columns` as columns."""
-    text = table.assign(_text=[f"{v:.{digits}f} [{lo:.{digits}f}, {hi:.{digits}f}]"
-                               for v, lo, hi in zip(table[value], table["low"], table["high"])])
+    text = table.assign(_text=interval_texts(table[value], table["low"], table["high"], digits))
     return stats.pivot_unique(text, index=index, columns=columns, values="_text").reindex(
         list(dict.fromkeys(table[index])))
 

@@ -14,8 +14,12 @@ import csv
 import json
 import re
 from importlib import resources
+from typing import TYPE_CHECKING
 
-import pandas as pd
+from cpbook.params import one_of
+
+if TYPE_CHECKING:   # for the annotations only
+    import pandas as pd
 
 LANGUAGES = ("en", "fr", "es", "nl", "hu", "de")
 
@@ -24,6 +28,7 @@ _DATA = resources.files("cpbook") / "data"
 
 def load_sentences() -> pd.DataFrame:
     """The parallel sentences: one row per sentence, columns `id` and one per language."""
+    import pandas as pd   # noqa: PLC0415  here: pandas takes a second to import, and the CLI's checks import this module
     with _DATA.joinpath("sentences.tsv").open(encoding="utf-8") as f:
         # Every cell is text: no NA guessing (a sentence is never "nan") and no quote handling.
         return pd.read_csv(f, sep="\t", dtype=str, keep_default_na=False, quoting=csv.QUOTE_NONE)
@@ -98,13 +103,9 @@ TRANSFORMS = {"leetspeak": leetspeak, "pig_latin": pig_latin}
 
 def check_language(name: str) -> str:
     """`name` if translations for it exist, else ValueError naming those that do."""
-    if name not in LANGUAGES:
-        raise ValueError(f"unknown language {name!r}; available: {', '.join(LANGUAGES)}")
-    return name
+    return one_of(name, LANGUAGES, "language")
 
 
 def check_transform(name: str) -> str:
     """`name` if it is a registered text transform, else ValueError naming those that are."""
-    if name not in TRANSFORMS:
-        raise ValueError(f"unknown transform {name!r}; available: {', '.join(TRANSFORMS)}")
-    return name
+    return one_of(name, TRANSFORMS, "transform")

@@ -28,7 +28,7 @@ float32. This module does not know the model registry: the caller (`cpbook.llm.m
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
@@ -37,74 +37,14 @@ from torch import nn
 
 from cpbook import cache, console
 from cpbook.fit import FitSpec, default_device, fit
-from cpbook.llm import code_data, instruct_data, refusal_data
 from cpbook.llm.batching import encode, left_pad, pad_id, positions
-from cpbook.params import ParameterError, param, validate
+from cpbook.llm.tune_config import DATA, DTYPE_NAMES, KIND, TuneConfig, cache_config, check_config
 from cpbook.provenance import provenance
 
 if TYPE_CHECKING:   # for the annotations only; add_lora imports peft when it runs
     from peft import PeftModel
 
-KIND = "llm-tuned"   # the cache kind of tuned models
-# What a model can be tuned on: each module gives `examples(seed, start, n)`, a stream of
-# {"prompt", "answer"} dicts (with "eos": False where no end-of-sequence token follows the answer).
-DATA = {"instructions": instruct_data,    # chapter 5: English instructions
-        "instructions-en-fr-es": instruct_data.MULTILINGUAL,   # chapter 8: the same in three languages
-        "python-stdlib": code_data,       # chapter 6: Python source, the code sibling
-        "refusal": refusal_data}          # chapter 7: decline the policy's requests, answer the rest
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
-
-
-@dataclass(frozen=True)
-class TuneConfig:
-    """The defaults are the gentlest of three recipes tried (chapter 5 tells the story): 200 steps
-    at lr 1e-3 or 5e-4 made a model that answered even the non-conflicting control prompts with
-    one word or a rewritten sentence (English control ICL 10% and 17%); 100 steps at 1e-4 keeps it
-    at 100% on a probe of the control set. The recipe was chosen on the control set alone."""
-    base: str = param("registered name of the base model to tune", default="gemma-3-270m")
-    data: str = param("what the model is tuned on", choices=tuple(DATA), default="instructions")
-    steps: int = param("optimizer steps", 1, 100_000, default=100)
-    batch_size: int = param("examples per step", 1, 1024, default=8)
-    lr: float = param("peak learning rate", 1e-7, 1.0, default=1e-4)
-    warmup_steps: int = param("linear warm-up steps", 0, 100_000, default=10)
-    rank: int = param("LoRA rank r", 1, 1024, default=8)
-    lora_alpha: float = param("LoRA scale numerator (update scaled by alpha / r)", 1e-3, 1e4, default=16.0)
-    targets: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj",   # linear layers given an adapter
-                                "gate_proj", "up_proj", "down_proj")
-    data_seed: int = param("seed of the instruction stream", 0, 2**32 - 1, default=0)
-    init_seed: int = param("seed of the LoRA initialisation", 0, 2**32 - 1, default=0)
-    checkpoint_every: int = param("steps between checkpoints", 1, 100_000, default=25)
-    dtype: str = param("precision of the base model while tuning (bfloat16 is for GPUs)",
-                       choices=tuple(DTYPES), default="float32")
-
-
-def check_config(cfg: TuneConfig) -> TuneConfig:
-    """Every parameter in range, before anything is loaded."""
-    validate(cfg)
-    if not cfg.targets:
-        raise ParameterError("targets: name at least one linear layer to adapt")
-    return cfg
-
-
-def recipe(cfg: TuneConfig) -> dict:
-    """The fields that determine the tuned weights: not the base's name (its checksum stands in
-    for it) and not how often checkpoints are written."""
-    fields = asdict(cfg)
-    del fields["base"], fields["checkpoint_every"]
-    if cfg.data == "instructions":   # the field came later: models tuned before it keep their key
-        del fields["data"]
-    fields["targets"] = list(cfg.targets)
-    return fields
-
-
-def cache_config(cfg: TuneConfig, base_checksum: dict) -> dict:
-    """The cache key of the tuned model: recipe, base weights and instruction data, nothing else."""
-    return {"recipe": recipe(cfg), "base_weights": base_checksum, "data_version": data_version(cfg.data)}
-
-
-def data_version(data: str) -> int | dict:
-    """What identifies a tuning set's text: a version number, and a hash of the files it reads."""
-    return DATA[data].version()
+DTYPES = {name: getattr(torch, name) for name in DTYPE_NAMES}
 
 
 # --- the model --------------------------------------------------------------------------------
@@ -122,9 +62,8 @@ def add_lora(model: nn.Module, cfg: TuneConfig) -> PeftModel:
     """Freeze `model` and give every linear layer named in cfg.targets a LoRA adapter; A is drawn
     from the seed cfg.init_seed and B is zero, so the result computes what the base computes.
     The layers are changed in place; the returned PeftModel wraps `model`."""
-    # Imported here: peft takes ~9 s to import and only a tuning run needs it, while the model
-    # registry (which imports this module) is also used just to check a chapter's parameters.
-    from peft import LoraConfig, get_peft_model
+    # Imported here: peft takes ~9 s to import and only a tuning run needs it.
+    from peft import LoraConfig, get_peft_model  # noqa: PLC0415
 
     lora = LoraConfig(r=cfg.rank, lora_alpha=cfg.lora_alpha, target_modules=list(cfg.targets),
                       lora_dropout=0.0, bias="none")

@@ -35,6 +35,7 @@ import pandas as pd
 from .. import agreement, console, results, stats
 from ..machine import timed
 from ..params import ParameterError
+from ..paths import RESULTS as RESULTS_ROOT
 from ..provenance import committed_provenance
 from ..plots import PRIOR_ORDER
 from .chapter import CLOSE_TO_MIXTURE, mixture_claims
@@ -44,7 +45,7 @@ from .runs import Pretrained, build_model, pretrain_spec, pretrained
 from .tasks import Prior, discrete_tasks
 from .train import train
 
-RESULTS = Path(__file__).resolve().parents[2] / "book" / "results" / "pretraining"
+RESULTS = RESULTS_ROOT / "pretraining"
 TABLE, RECORD = RESULTS / "budget.csv", RESULTS / "budget.json"
 BUDGET_STEPS = (1000, 2000, PRESETS["cpu"]["steps"], 8000)   # the preset's own is chapter 1's model
 # the verdict thresholds of chapter.mixture_verdict, drawn on the figure
@@ -231,7 +232,7 @@ def share_table(curve: pd.DataFrame) -> pd.DataFrame:
 def shape_table(shapes: pd.DataFrame) -> pd.DataFrame:
     """Per shape (layers x width): its weights, its cost a step (the chapter's model = 1) and the
     share of the gap closed on each prior."""
-    t = shapes.assign(shape=[f"{l} x {w}" for l, w in zip(shapes["n_layer"], shapes["n_embd"])])
+    t = shapes.assign(shape=[f"{layers} x {width}" for layers, width in zip(shapes["n_layer"], shapes["n_embd"])])
     share = t.pivot_table(index="shape", columns="prior", values="share", sort=False)[list(PRIOR_ORDER)]
     first = t.drop_duplicates("shape").set_index("shape")
     return pd.concat([first[["n_params", "step_cost"]], share], axis=1).rename(

@@ -10,7 +10,10 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 from ..params import ParameterError, check_all, param, specs
-from .model import ARCHITECTURE
+
+# Part of every cache key of a synthetic model: change it when the architecture of
+# `cpbook.synthetic.model` changes, so that weights trained for another one are never loaded.
+ARCHITECTURE = "nanogpt-explicit-attention-gelu-v2"
 
 
 @dataclass(frozen=True)
@@ -166,3 +169,41 @@ class ConjugateSweep:
                                   default=2.0)
     mix_prompts: int = param("D_mix prompts on which the per-prompt rule is compared", 100, 10_000_000,
                              default=8000)
+
+
+# --- chapter 8's dose grid ----------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class DoseGrid:
+    """Chapter 8's own parameters (the pretraining and fine-tuning configs come from the preset)."""
+    dose_lrs: list[float] = param("fine-tuning learning rates of the dose grid", 1e-7, 1.0,
+                                  default=[1e-5, 3e-5, 1e-4, 1e-3])
+    dose_steps: list[int] = param("fine-tuning step counts of the dose grid (one run per rate, read "
+                                  "at each count)", 1, 1_000_000, default=[25, 50, 100, 200, 400])
+    dose_prompts: int = param("evaluation prompts per prior at each dose", 100, 10_000_000, default=2000)
+    dose_g_prompts: int = param("contexts per prior for g_theta at each dose", 10, 100_000, default=1000)
+    revival_steps: int = param("steps of D_cont training in the revival test", 1, 100_000, default=100)
+    revival_every: int = param("steps between held-out evaluations in the revival test", 1, 100_000,
+                               default=5)
+
+
+def check_grid(grid: DoseGrid) -> DoseGrid:
+    """The lists are non-empty and without repeats (a repeated dose would be counted twice)."""
+    for name in ("dose_lrs", "dose_steps"):
+        values = getattr(grid, name)
+        if not values:
+            raise ParameterError(f"parameter {name!r} is empty: give at least one value")
+        if len(set(values)) != len(values):
+            raise ParameterError(f"parameter {name!r} = {values} names a value twice")
+    if grid.revival_every > grid.revival_steps:
+        raise ParameterError(f"parameter 'revival_every' = {grid.revival_every} is above "
+                             f"'revival_steps' = {grid.revival_steps}")
+    return grid
+
+
+def check_doses(grid: DoseGrid, ft: FinetuneConfig) -> None:
+    """A dose is read off a saved model of the run: its steps must be a monitored step."""
+    off = [s for s in grid.dose_steps if s % ft.monitor_every]
+    if off:
+        raise ParameterError(f"parameter 'dose_steps': {off} not a multiple of 'monitor_every' = "
+                             f"{ft.monitor_every}, the steps a fine-tuning run saves its model at")

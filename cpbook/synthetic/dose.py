@@ -29,9 +29,9 @@ import pandas as pd
 import torch
 
 from .. import cache, console, results, stats
-from ..params import ParameterError, param
+from ..paths import RESULTS as RESULTS_ROOT
 from ..provenance import committed_provenance, numerics_note, provenance, same_numerics
-from .config import FinetuneConfig, SyntheticConfig, make_configs
+from .config import DoseGrid, FinetuneConfig, SyntheticConfig, check_doses, check_grid, make_configs
 from .conjugate import conjugate_predict
 from .evaluate import Evaluation, errors_by_k, eval_prompts, evaluate, paired_gap
 from .forgetting import closest_minus_farthest, locality_rows
@@ -44,43 +44,7 @@ from .train import TrainSpec, train
 GAMMAS = (1.5, 2.0)    # the paper's label scales
 
 
-@dataclass(frozen=True)
-class DoseGrid:
-    """Chapter 8's own parameters (the pretraining and fine-tuning configs come from the preset)."""
-    dose_lrs: list[float] = param("fine-tuning learning rates of the dose grid", 1e-7, 1.0,
-                                  default=[1e-5, 3e-5, 1e-4, 1e-3])
-    dose_steps: list[int] = param("fine-tuning step counts of the dose grid (one run per rate, read "
-                                  "at each count)", 1, 1_000_000, default=[25, 50, 100, 200, 400])
-    dose_prompts: int = param("evaluation prompts per prior at each dose", 100, 10_000_000, default=2000)
-    dose_g_prompts: int = param("contexts per prior for g_theta at each dose", 10, 100_000, default=1000)
-    revival_steps: int = param("steps of D_cont training in the revival test", 1, 100_000, default=100)
-    revival_every: int = param("steps between held-out evaluations in the revival test", 1, 100_000,
-                               default=5)
-
-
-def check_grid(grid: DoseGrid) -> DoseGrid:
-    """The lists are non-empty and without repeats (a repeated dose would be counted twice)."""
-    for name in ("dose_lrs", "dose_steps"):
-        values = getattr(grid, name)
-        if not values:
-            raise ParameterError(f"parameter {name!r} is empty: give at least one value")
-        if len(set(values)) != len(values):
-            raise ParameterError(f"parameter {name!r} = {values} names a value twice")
-    if grid.revival_every > grid.revival_steps:
-        raise ParameterError(f"parameter 'revival_every' = {grid.revival_every} is above "
-                             f"'revival_steps' = {grid.revival_steps}")
-    return grid
-
-
 # --- the fine-tuned models of the grid ---------------------------------------------------------
-
-def check_doses(grid: DoseGrid, ft: FinetuneConfig) -> None:
-    """A dose is read off a saved model of the run: its steps must be a monitored step."""
-    off = [s for s in grid.dose_steps if s % ft.monitor_every]
-    if off:
-        raise ParameterError(f"parameter 'dose_steps': {off} not a multiple of 'monitor_every' = "
-                             f"{ft.monitor_every}, the steps a fine-tuning run saves its model at")
-
 
 def dose_models(cfg: SyntheticConfig, ft: FinetuneConfig, lr: float, steps: list[int],
                 progress: bool = True) -> dict[int, InContextRegressor]:
@@ -198,7 +162,7 @@ def dose_table(cfg: SyntheticConfig, ft: FinetuneConfig, grid: DoseGrid, ref: Re
 # chapter when the chapter's parameters are the stored run's; any other parameters are computed
 # live. The tests recompute one randomly chosen stored dose.
 
-RESULTS = Path(__file__).resolve().parents[2] / "book" / "results" / "dose"
+RESULTS = RESULTS_ROOT / "dose"
 TABLE, RECORD = RESULTS / "grid.csv", RESULTS / "grid.json"
 COLUMNS = ["lr", "steps", "measure", "mean", "low", "high"]
 

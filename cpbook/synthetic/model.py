@@ -23,9 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-# Part of every cache key of a synthetic model: change it when the architecture changes, so that
-# weights trained for another architecture are never loaded into this one.
-ARCHITECTURE = "nanogpt-explicit-attention-gelu-v2"
+# A change to the architecture below must change config.ARCHITECTURE, part of every cache key.
 
 
 @dataclass(frozen=True)

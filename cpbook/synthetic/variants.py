@@ -17,18 +17,18 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, replace
-from pathlib import Path
 
 import torch
 
 from .. import cache, console, results
+from ..paths import RESULTS as RESULTS_ROOT
 from ..provenance import committed_provenance
 from .config import FinetuneConfig, ForgettingVariants, SyntheticConfig, make_configs
 from .evaluate import eval_prompts, predict
 from .runs import Finetuned, finetuned, pretrained
 from .tasks import Prompts
 
-RESULTS = Path(__file__).resolve().parents[2] / "book" / "results" / "forgetting"
+RESULTS = RESULTS_ROOT / "forgetting"
 PREDICTIONS, RECORD = RESULTS / "variants.safetensors", RESULTS / "variants.json"
 RECOMPUTE_STEPS = 100   # the most steps CI retrains of a stored variant
 

@@ -1,0 +1,86 @@
+"""Before `cpbook run` starts a kernel: the training a chapter needs, and about how long it takes.
+
+The models the run must train are those the cache does not hold (`runs.training_flops`); their
+time is estimated from this machine's matmul peak, measured now in a tenth of a second, and the
+share of it training reached when `bench/train_throughput.py` was last run.
+"""
+from __future__ import annotations
+
+import functools
+import sys
+
+from . import performance
+from .chapters import CHAPTERS, default_values
+from .console import duration
+from .fit import default_device
+from .machine import matmul_peak
+from .params import specs
+from .synthetic import runs
+from .synthetic.config import FinetuneConfig, Preset, SyntheticConfig, make_configs
+
+MFU_IF_UNMEASURED = 0.3  # the share of the matmul peak training reaches, when bench/ has not measured it
+
+
+def training_plan(stem: str, values: dict) -> dict[str, tuple[int, float]]:
+    """The models chapter `stem` trains with these (checked) parameters because the cache does not
+    hold them: {what: (steps, FLOPs per step)} (`runs.training_flops`). A chapter of the language
+    models reads stored results: nothing."""
+    groups = [cls for cls, _ in CHAPTERS[stem]]
+    if SyntheticConfig not in groups:
+        return {}
+    given = {**default_values(stem), **values}
+    synthetic = set(specs(Preset)) | set(specs(SyntheticConfig)) | set(specs(FinetuneConfig))
+    cfg, ft = make_configs(**{k: v for k, v in given.items() if k in synthetic})
+    return runs.training_flops(cfg, ft if FinetuneConfig in groups else None)
+
+
+def training_seconds(plan: dict[str, tuple[int, float]], peak_flops: float, mfu: float) -> float:
+    """Training time at `mfu` of a matmul peak of `peak_flops` FLOP/s."""
+    return sum(steps * per_step for steps, per_step in plan.values()) / (peak_flops * mfu)
+
+
+def stored_mfu() -> float:
+    """The share of the matmul peak the cpu preset's training reached when it was benchmarked
+    (book/results/bench/train_throughput.json, `bench/train_throughput.py`)."""
+    try:
+        return performance.load("train_throughput")["preset_mfu"]
+    except FileNotFoundError:
+        return MFU_IF_UNMEASURED
+
+
+@functools.lru_cache(maxsize=1)
+def quick_peak() -> float:
+    """This machine's fp32 matmul peak in GFLOP/s, measured once per process on a smaller matmul
+    than the benchmarks use (about a tenth of a second): enough for an estimate."""
+    return matmul_peak(n=1024, repeats=3)
+
+
+def confirm(question: str) -> bool:
+    """Ask on a terminal; anywhere else (a script, CI) the answer is no."""
+    if not sys.stdin.isatty():
+        return False
+    try:
+        return input(question).strip().lower() in ("y", "yes")
+    except EOFError:
+        return False
+
+
+def check_training_time(stem: str, values: dict, yes: bool, limit_s: float) -> None:
+    """Say what the run will train and, without a GPU, about how long that takes on this machine;
+    a run beyond `limit_s` seconds starts only if confirmed on a terminal or given --yes."""
+    plan = training_plan(stem, values)
+    if not plan or default_device().type == "cuda":
+        return
+    peak, mfu = quick_peak() * 1e9, stored_mfu()
+    seconds = training_seconds(plan, peak, mfu)
+    say = sys.stderr.write
+    say(f"cpbook: not in the cache, so trained now: {', '.join(plan)}\n"
+        f"cpbook: about {duration(seconds)} of training on this machine (no GPU; {mfu:.0%} of the "
+        f"{peak / 1e9:.0f} GFLOP/s matmul peak measured now)\n")
+    if seconds <= limit_s:
+        return
+    for_gpu = " the 'paper' preset is meant for a GPU;" if values.get("preset") == "paper" else ""
+    say(f"cpbook: warning: that is more than {duration(limit_s)};{for_gpu} "
+        f"an interrupted run resumes from its last checkpoint\n")
+    if not (yes or confirm("Start anyway? [y/N] ")):
+        raise SystemExit("cpbook: not started (add --yes to start without asking)")
