@@ -1,6 +1,6 @@
 # Two entry points, each works on a fresh clone (the environment is made when missing):
 #   make book   set up, then build the HTML book into _build/html/
-#   make test   set up (Chromium too), build the book, then run the unit tests, strict nbval over
+#   make test   set up (Chromium too), build the book, then run ruff, the unit tests, strict nbval over
 #               every chapter and the browser test of every built page (tests/test_browser.py)
 #   make models install the other two offline language models (Gemma-3-270M, Qwen2.5-Coder-0.5B),
 #               needed only to recompute chapter 5's stored results
@@ -49,6 +49,7 @@ chromium:
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium; }
 
 test: $(STAMP) chromium book
+	$(BIN)/ruff check .
 	$(BIN)/python -m pytest
 
 clean:

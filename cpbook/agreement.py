@@ -67,7 +67,7 @@ def patch_nbval() -> None:
     a chapter that records none counts as made elsewhere) gets a second comparison of what nbval
     found different: `outputs_agree`, output by output."""
     # nbval is a test dependency: only the test run that calls this needs it
-    from nbval.plugin import IPyNbCell, transform_streams_for_comparison
+    from nbval.plugin import IPyNbCell, transform_streams_for_comparison  # noqa: PLC0415
 
     if getattr(IPyNbCell.compare_outputs, "cpbook", False):
         return

@@ -62,7 +62,7 @@ def numerics() -> dict:
     AVX-512). A trained model is chaotic in those bits, so a result recomputed on another kind
     of CPU agrees statistically, not bit for bit: `cpbook.agreement` says how closely, and the
     README's "Reproducibility across CPUs" says more."""
-    import torch   # here, not at the top: provenance is imported by code that must start fast
+    import torch  # noqa: PLC0415  here, not at the top: provenance is imported by code that must start fast
 
     # the model too: two generations of one vendor may take different MKL paths, and counting
     # them as different is safe (their results are then compared within tolerance, not bitwise)

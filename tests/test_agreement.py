@@ -4,7 +4,6 @@ import subprocess
 import sys
 
 import nbformat
-import pytest
 
 from cpbook.agreement import ATOL, RTOL, numbers_close, outputs_agree, texts_agree
 from cpbook.provenance import numerics, same_numerics

@@ -15,6 +15,7 @@ from cpbook.synthetic import dose
 from cpbook.synthetic.runs import finetuned, pretrained
 from cpbook.synthetic.train import train
 
+from conftest import sample_seed
 from test_runs import tiny
 
 RECOMPUTE_STEPS = 100   # the longest dose CI retrains (see the agreement test)
@@ -121,12 +122,11 @@ def test_measurements_and_revival_on_a_tiny_world(tmp_path, monkeypatch):
 def test_the_stored_grid_is_the_chapters_and_a_random_dose_recomputes():
     """CI's agreement check for the stored dose grid: the stored run has the chapter's default
     parameters and a clean commit, and one randomly chosen dose, trained and measured again now,
-    gives the stored numbers. The dose changes from run to run (CPBOOK_SAMPLE_SEED repeats one).
+    gives the stored numbers. The dose changes from run to run (CPBOOK_TEST_SEED repeats one).
     It is drawn among the doses of at most RECOMPUTE_STEPS steps, at any learning rate: a longer
     dose continues the same run (1-4 minutes more here); the longest at chapter 2's rate is
     chapter 2's model, trained in CI, and chapter 8 checks its weights against the record's SHA-256.
     It needs the `cpu` preset's pretrained model (chapter 1's, cached for the chapters after)."""
-    import os
     from cpbook.stats import LEVEL_ASSERTS
     from cpbook.synthetic.config import FinetuneConfig, SyntheticConfig, make_configs
 
@@ -136,7 +136,7 @@ def test_the_stored_grid_is_the_chapters_and_a_random_dose_recomputes():
         "the stored grid is not the chapter's: run python -m cpbook.synthetic.dose"
     assert not record["commit"].endswith("+dirty") and record["commit"] != "unknown"
 
-    seed = int(os.environ.get("CPBOOK_SAMPLE_SEED", np.random.SeedSequence().entropy % 2**32))
+    seed = sample_seed("the stored doses")
     rng = np.random.default_rng(seed)
     doses = table[table["steps"] <= RECOMPUTE_STEPS][["lr", "steps"]].drop_duplicates().to_numpy()
     assert len(np.unique(doses[:, 0])) == len(dose.DoseGrid().dose_lrs), "every learning rate can be drawn"
@@ -149,7 +149,7 @@ def test_the_stored_grid_is_the_chapters_and_a_random_dose_recomputes():
     model = dose.dose_model_now(cfg, ft, float(lr), int(steps), max(grid.dose_steps))
     now = pd.DataFrame(dose.measure_dose(ref, model, run["level"])).set_index("measure")
     stored = table[(table["lr"] == lr) & (table["steps"] == steps)].set_index("measure")
-    where = f"dose lr {lr:g}, {int(steps)} steps (CPBOOK_SAMPLE_SEED={seed}); {numerics_note(record.get('numerics'))}"
+    where = f"dose lr {lr:g}, {int(steps)} steps (CPBOOK_TEST_SEED={seed}); {numerics_note(record.get('numerics'))}"
     assert sorted(now.index) == sorted(stored.index), where
     stored = stored.loc[now.index]
     if same_numerics(record.get("numerics")):   # bit for bit: the tolerance only absorbs the CSV's rounding

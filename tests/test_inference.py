@@ -9,7 +9,7 @@ from scipy.special import expit
 from cpbook import stats
 from cpbook.synthetic.bayes import bayes_predictions
 from cpbook.synthetic.conjugate import conjugate_bayes, conjugate_predict, gamma_rules, scale_labels
-from cpbook.synthetic.evaluate import errors_by_k, evaluate, output_matched_alpha
+from cpbook.synthetic.evaluate import evaluate, output_matched_alpha
 from cpbook.synthetic.forgetting import closest_minus_farthest, locality_rows
 from cpbook.synthetic.inference import (estimate_g, g_matched_alpha, g_matched_alpha_interval, g_matched_alphas,
                                         g_table)

@@ -1,5 +1,3 @@
-import math
-
 import pytest
 import torch
 
@@ -66,31 +64,27 @@ def test_lr_schedule_warms_up_then_decays_to_the_floor():
     assert all(a >= b for a, b in zip(lrs, lrs[1:]))
 
 
-# The two schedules lr_at replaced, written out as they were: the synthetic one (cosine to a floor)
-# and the LoRA one (cosine to zero). The stored chapters need the very same floats.
-def old_synthetic_lr(step, lr, warmup_steps, steps, min_lr_ratio):
-    if step < warmup_steps:
-        return lr * (step + 1) / warmup_steps
-    span = max(1, steps - warmup_steps)
-    progress = min(1.0, (step - warmup_steps) / span)
-    floor = lr * min_lr_ratio
-    return floor + 0.5 * (lr - floor) * (1 + math.cos(math.pi * progress))
+def test_lr_schedule_gives_the_numbers_worked_out_by_hand():
+    """Peak 2, 4 warm-up steps, 12 steps in all, floor ratio 0.5 (so floor 1): the cosine runs over
+    steps 4..12, a span of 8. Exact where the arithmetic is exact in floats."""
+    def lr(step, ratio=0.5, warmup=4):
+        return lr_at(step, peak=2.0, warmup_steps=warmup, total_steps=12, floor_ratio=ratio)
 
-
-def old_lora_lr(step, lr, warmup_steps, steps):
-    if step < warmup_steps:
-        return lr * (step + 1) / warmup_steps
-    progress = (step - warmup_steps) / max(1, steps - warmup_steps)
-    return 0.5 * lr * (1 + math.cos(math.pi * min(1.0, progress)))
-
-
-@pytest.mark.parametrize("peak,warmup,steps", [(3e-4, 20, 5000), (1e-4, 10, 100), (1e-3, 0, 37), (0.1, 5, 5)])
-def test_lr_schedule_gives_exactly_the_numbers_of_both_old_schedules(peak, warmup, steps):
-    for step in range(steps + 3):
-        for ratio in (0.1, 1.0, 0.0):
-            assert lr_at(step, peak, warmup, steps, ratio) == old_synthetic_lr(step, peak, warmup, steps, ratio)
-        assert lr_at(step, peak, warmup, steps, 0.0) == old_lora_lr(step, peak, warmup, steps)
-    assert all(lr_at(s, peak, warmup, steps, 1.0) == peak for s in range(warmup, steps + 3))
+    # warm-up 2 * (step + 1) / 4: the peak is reached on its last step, step 3
+    assert [lr(s) for s in range(4)] == [0.5, 1.0, 1.5, 2.0]
+    assert lr(4) == 2.0                                 # progress (4 - 4) / 8 = 0: cos 0 = 1, the peak
+    # progress 2/8: 1 + (2 - 1) / 2 * (1 + cos(pi/4)) = 1.5 + sqrt(2)/4
+    assert lr(6) == pytest.approx(1.8535533905932737, abs=1e-15)
+    assert lr(8) == 1.5                                 # progress 1/2, cos = 0: 1 + (2 - 1) / 2
+    assert lr(10) == pytest.approx(1.1464466094067263, abs=1e-15)    # progress 6/8: 1.5 - sqrt(2)/4
+    assert lr(12) == 1.0                                # progress 1, cos pi = -1: the floor, 2 * 0.5
+    assert lr(13) == lr(1000) == 1.0                    # progress stays 1 after the end
+    # floor ratio 1: the floor is the peak, so 2 from the end of the same warm-up on
+    assert [lr(s, ratio=1.0) for s in range(16)] == [0.5, 1.0, 1.5] + [2.0] * 13
+    # floor ratio 0 (the LoRA runs): the midpoint is 2 / 2 and the end 0
+    assert lr(8, ratio=0.0) == 1.0 and lr(12, ratio=0.0) == 0.0
+    # no warm-up: the cosine starts at the peak on step 0 and spans all 12 steps
+    assert [lr(s, warmup=0) for s in (0, 6, 12, 13)] == [2.0, 1.5, 1.0, 1.0]
 
 
 def test_fit_records_monitors_and_checkpoints_on_schedule(tmp_path):

@@ -1,6 +1,5 @@
 """Chapter 2's stored fine-tuning variants: stored and read back as they were, refused when
 damaged, trained now for other parameters, and CI's agreement check against the stored run."""
-import os
 import warnings
 from dataclasses import replace
 
@@ -16,6 +15,7 @@ from cpbook.synthetic.config import ForgettingVariants, make_configs
 from cpbook.synthetic.evaluate import eval_prompts, evaluate, predict
 from cpbook.synthetic.runs import finetune_model_now, finetuned, pretrained
 
+from conftest import sample_seed
 from test_runs import tiny
 
 
@@ -87,11 +87,23 @@ def test_the_weights_hash_sees_one_changed_value():
     assert variants.weights_sha256(model) != before
 
 
+def test_a_sample_seed_is_replayed_from_the_environment_and_printed(monkeypatch, capsys):
+    """conftest.sample_seed, which the agreement checks below and elsewhere draw their samples with."""
+    monkeypatch.setenv("CPBOOK_TEST_SEED", "1234")
+    assert sample_seed("things") == 1234
+    assert capsys.readouterr().out == "random sample of things: seed 1234 (replay with CPBOOK_TEST_SEED=1234)\n"
+    monkeypatch.delenv("CPBOOK_TEST_SEED")
+    seeds = [sample_seed("things") for _ in range(3)]
+    assert all(0 <= s < 2**32 for s in seeds) and len(set(seeds)) > 1     # fresh entropy each time
+    out = capsys.readouterr().out
+    assert all(f"seed {s} (replay with CPBOOK_TEST_SEED={s})" in out for s in seeds)
+
+
 def test_the_stored_variants_are_the_chapters_and_a_random_one_recomputes():
     """CI's agreement check for chapter 2's stored variants: the record has the chapter's default
     parameters and a clean commit, and one variant, chosen at random, trained now for a random
     number of its saved steps up to RECOMPUTE_STEPS, has the very weights the stored run had
-    then (CPBOOK_SAMPLE_SEED repeats a draw). It needs the `cpu` preset's pretrained model
+    then (CPBOOK_TEST_SEED repeats a draw). It needs the `cpu` preset's pretrained model
     (chapter 1's, cached for the chapters after)."""
     preds, record = variants.load_variants()
     cfg, ft = make_configs("cpu")
@@ -101,7 +113,7 @@ def test_the_stored_variants_are_the_chapters_and_a_random_one_recomputes():
     configs = variants.variant_configs(ft, ForgettingVariants())
     assert list(preds) == list(configs) == record["variants"]
 
-    seed = int(os.environ.get("CPBOOK_SAMPLE_SEED", np.random.SeedSequence().entropy % 2**32))
+    seed = sample_seed("the stored variants")
     rng = np.random.default_rng(seed)
     name = list(configs)[rng.integers(len(configs))]
     saved = sorted(int(s) for s in record["weights_sha256"][name] if s != "final")
@@ -109,7 +121,7 @@ def test_the_stored_variants_are_the_chapters_and_a_random_one_recomputes():
     if same_numerics(record.get("numerics")):
         model = finetune_model_now(cfg, configs[name], steps)
         assert variants.weights_sha256(model) == record["weights_sha256"][name][str(steps)], \
-            f"{name} after {steps} steps (CPBOOK_SAMPLE_SEED={seed}); {numerics_note(record.get('numerics'))}"
+            f"{name} after {steps} steps (CPBOOK_TEST_SEED={seed}); {numerics_note(record.get('numerics'))}"
         return
     # Another kind of CPU rounds the last bits otherwise, so no weights can be the stored ones:
     # the whole run, trained here, must predict as the stored one did, its error at every k

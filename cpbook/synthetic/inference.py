@@ -96,11 +96,11 @@ LOGIT_RANGE = (-12.0, 12.0)   # the search range of logit(alpha): alpha in [6e-6
 LOGIT_GRID = np.linspace(*LOGIT_RANGE, 481)
 
 
-def _refine(g: np.ndarray, l: np.ndarray, best: int) -> float:
-    """alpha minimising mean((g - sigmoid(logit(alpha) + l))^2), searched inside the grid cells
+def _refine(g: np.ndarray, llr: np.ndarray, best: int) -> float:
+    """alpha minimising mean((g - sigmoid(logit(alpha) + llr))^2), searched inside the grid cells
     beside grid point `best`."""
     def loss(a):
-        return float(np.mean((g - expit(a + l)) ** 2))
+        return float(np.mean((g - expit(a + llr)) ** 2))
 
     lo, hi = LOGIT_GRID[max(best - 1, 0)], LOGIT_GRID[min(best + 1, len(LOGIT_GRID) - 1)]
     return float(expit(minimize_scalar(loss, bounds=(lo, hi), method="bounded", options={"xatol": 1e-6}).x))
@@ -115,9 +115,9 @@ def g_matched_alpha(g_model: np.ndarray, llr: np.ndarray) -> float:
     A grid over logit(alpha) finds the best cell (the loss need not be unimodal), and a bounded
     scalar search refines it inside the cells beside it, so the estimate is not tied to a grid."""
     ok = np.isfinite(g_model) & np.isfinite(llr)
-    g, l = g_model[ok], llr[ok]
-    best = int(np.argmin([np.mean((g - expit(a + l)) ** 2) for a in LOGIT_GRID]))
-    return _refine(g, l, best)
+    g, llr = g_model[ok], llr[ok]
+    best = int(np.argmin([np.mean((g - expit(a + llr)) ** 2) for a in LOGIT_GRID]))
+    return _refine(g, llr, best)
 
 
 def g_matched_alpha_interval(g_model: np.ndarray, llr: np.ndarray, n_boot: int = 200, seed: int = 0,
