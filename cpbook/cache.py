@@ -9,26 +9,33 @@ entry, never by re-running a notebook.
 
 An entry is built in a temporary sibling folder and renamed into place with `entry.json` (its
 config and provenance) written last, so a folder that exists under its key is complete: an
-interrupted build leaves nothing under the key, and two processes building the same entry at
-once leave one valid entry. Work that must survive an interruption (training checkpoints, the
-parts of a long scoring run) lives in the entry's work folder `<key>.work/` until the entry is
-done. Single files are written to a temporary name and renamed the same way.
+interrupted build leaves nothing under the key. A build holds the entry's lock (`.<key>.lock`
+beside it): of two processes that need the same entry, one builds it and the other waits and
+then uses it; a build also removes what killed builds of its entry left (their temporary
+folders). Work that must survive an interruption (training checkpoints, the parts of a long
+scoring run) lives in the entry's work folder `<key>.work/` until the entry is done. Single
+files are written to a temporary name and renamed the same way.
 
 Every artifact carries a checksum, so a file that is truncated or flipped on disk is found
 before it is used. `entry.json` records the SHA-256 of every other file of its entry; an entry
-whose files do not match is reported with a warning naming the file, removed, and built again.
-A work file written with `checked=True` (a training checkpoint, a scored part) gets a
-`<name>.sha256` beside it, and `intact(path)` reports and removes a file that does not match, so
-the caller recomputes it. Entries made before checksums were recorded get them on first use.
+whose files do not match, or that has no `entry.json`, is reported naming the file, removed, and
+built again. A work file written with `checked=True` (a training checkpoint, a scored part) gets
+a `<name>.sha256` beside it, and `intact(path)` reports and removes a file that does not match,
+so the caller recomputes it. Entries made before checksums were recorded get them on first use.
+Everything found damaged is reported through `report`: a warning (in a notebook, the cell's
+output) and a line on the console of `cpbook run`.
 """
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
+import re
 import shutil
 import tempfile
 import warnings
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable
 
@@ -42,6 +49,22 @@ SIDECAR = ".sha256"              # beside a checked work file: its SHA-256
 
 class CorruptCacheWarning(UserWarning):
     """A cached file did not match its checksum (or had none) and is recomputed."""
+
+
+def _say(message: str) -> None:
+    """`console.say`: a line on the console of `cpbook run`, nothing elsewhere."""
+    # imported here: console imports cache, so a top-level import would be a cycle
+    from cpbook import console  # noqa: PLC0415
+    console.say(message)
+
+
+def report(message: str) -> None:
+    """Tell whoever runs the book about a damaged cached file: a CorruptCacheWarning (in a
+    notebook, the cell's output) and, under `cpbook run`, a line on its console (where cell
+    outputs are not shown)."""
+    _say(message)
+    warnings.warn(message, CorruptCacheWarning, stacklevel=3)
+
 
 _REPO = Path(__file__).resolve().parents[1]
 
@@ -78,10 +101,34 @@ def work_path(kind: str, config: dict, root: Path | None = None) -> Path:
 
 
 def lookup(kind: str, config: dict, root: Path | None = None) -> Path | None:
-    """The complete entry folder, or None when it has not been built (or was corrupt, and is
-    now removed)."""
+    """The complete entry folder, or None when it has not been built (or was damaged, and is
+    now reported and removed, under the entry's lock)."""
     path = entry_path(kind, config, root)
-    return path if _usable(path) else None
+    if _problem(path) is None:
+        return path
+    if not path.exists():
+        return None
+    with _locked(path):
+        return path if _usable(path) else None
+
+
+def lock_path(path: Path) -> Path:
+    """The lock file of the entry at `path` (it stays): held while the entry is built, or while
+    a damaged one is removed."""
+    return path.parent / f".{path.name}.lock"
+
+
+@contextmanager
+def _locked(path: Path):
+    """Hold the entry's lock, waiting (and saying so) while another process holds it. The kernel
+    releases an flock when its process ends, killed or not, so a dead builder blocks no one."""
+    with open(lock_path(path), "a") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            _say(f"waiting for another process that is building {path}")
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
 
 
 # --- checksums --------------------------------------------------------------------------------
@@ -95,6 +142,8 @@ def file_checksums(folder: Path) -> dict[str, str]:
 def entry_problem(path: Path) -> str | None:
     """What is wrong with a complete entry's files (None when every recorded checksum matches).
     An entry made before checksums were recorded gets them now."""
+    if not (Path(path) / ENTRY_FILE).exists():
+        return f"{ENTRY_FILE} is missing"
     try:
         entry = read_entry(path)
     except (OSError, ValueError) as err:
@@ -122,21 +171,31 @@ def _stamp(path: Path) -> tuple:
                  for s in [p.stat()])
 
 
-def _usable(path: Path) -> bool:
-    """True for a complete entry whose files match their checksums. A corrupt one is reported
-    with a warning naming the file and removed, so the caller builds it again."""
-    if not (path / ENTRY_FILE).exists():
-        return False
+def _problem(path: Path) -> str | None:
+    """None for a complete entry whose files match their checksums, else what is wrong with the
+    folder under the key ("not built" when there is none). A sound entry is hashed once per
+    process, and again only when its files change."""
+    if not path.exists():
+        return "not built"
     stamp = _stamp(path)
     if _checked.get(path) == stamp:
-        return True
+        return None
     problem = entry_problem(path)
     if problem is None:
         _checked[path] = _stamp(path)
+    return problem
+
+
+def _usable(path: Path) -> bool:
+    """With the entry's lock held: True for a complete entry whose files match their checksums.
+    A damaged folder under the key (a file changed or missing, no entry.json) is reported, naming
+    what is wrong, and removed, so the caller builds it again."""
+    problem = _problem(path)
+    if problem is None:
         return True
-    warnings.warn(f"cache entry {path}: {problem}; it is removed and made again", CorruptCacheWarning,
-                  stacklevel=3)
-    _discard(path)
+    if path.exists():
+        report(f"cache entry {path}: {problem}; it is removed and made again")
+        _discard(path)
     return False
 
 
@@ -162,40 +221,48 @@ def intact(path: Path) -> bool:
     if sidecar.exists() and sidecar.read_text().strip() == sha256_file(path):
         return True
     problem = "does not match its recorded SHA-256" if sidecar.exists() else "has no recorded SHA-256"
-    warnings.warn(f"cached file {path} {problem}; it is removed and made again", CorruptCacheWarning,
-                  stacklevel=2)
-    path.unlink(missing_ok=True)
-    sidecar.unlink(missing_ok=True)
+    report(f"cached file {path} {problem}; it is removed and made again")
+    remove_checked(path)
     return False
+
+
+def remove_checked(path: Path) -> None:
+    """Remove a file written with `checked=True` and its checksum (the file first: a file left
+    without its checksum is never taken for intact)."""
+    Path(path).unlink(missing_ok=True)
+    Path(f"{path}{SIDECAR}").unlink(missing_ok=True)
 
 
 def build(kind: str, config: dict, make: Callable[[Path], dict | None], root: Path | None = None) -> Path:
     """The entry of `kind` for `config`, calling `make(folder)` to fill it when it is missing.
 
     `make` writes the artifact's files into the (temporary) folder it is given and may return a
-    dict of provenance, stored with the config in the entry's `entry.json`. The folder is renamed
-    into place only after `make` returned; the work folder is removed after that.
+    dict of provenance, stored with the config in the entry's `entry.json`; it raises when it
+    cannot make all of them. The folder is renamed into place only after `make` returned; the
+    work folder is removed after that. All of it happens under the entry's lock, so a process
+    that needs the entry while another builds it waits and then uses that one.
     """
     target = entry_path(kind, config, root)
-    if _usable(target):
+    if _problem(target) is None:
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}."))
-    tmp.chmod(0o755)   # mkdtemp makes it private; the cache is an ordinary folder
-    try:
-        record = make(tmp) or {}
-        write_json(tmp / ENTRY_FILE, {"kind": kind, "cache_version": CACHE_VERSION, "config": config, **record,
-                                      CHECKSUMS: file_checksums(tmp)})
+    with _locked(target):
+        if _usable(target):     # built by the process this one waited for
+            return target
+        for leftover in target.parent.glob(f".{target.name}.*"):   # the temporaries of killed builds
+            if leftover.is_dir():
+                shutil.rmtree(leftover, ignore_errors=True)
+        tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}."))
+        tmp.chmod(0o755)   # mkdtemp makes it private; the cache is an ordinary folder
         try:
+            record = make(tmp) or {}
+            write_json(tmp / ENTRY_FILE, {"kind": kind, "cache_version": CACHE_VERSION, "config": config,
+                                          **record, CHECKSUMS: file_checksums(tmp)})
             os.rename(tmp, target)
-        except OSError:
-            if not (target / ENTRY_FILE).exists():   # lost a race only if the winner finished
-                raise
-            shutil.rmtree(tmp)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    shutil.rmtree(target.with_suffix(".work"), ignore_errors=True)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        shutil.rmtree(target.with_suffix(".work"), ignore_errors=True)
     return target
 
 
@@ -208,7 +275,8 @@ def atomic_write(path: Path, write: Callable[[str], None], checked: bool = False
     """Call `write(tmp_name)` and rename the result to `path`; on any failure the old file stays.
     With checked=True, the file's SHA-256 is written beside it afterwards (see `intact`): a crash
     while writing leaves the old file and its checksum, one between the rename and the checksum a
-    mismatch, which `intact` treats as corrupt, never as valid."""
+    mismatch, which `intact` treats as corrupt, never as valid. A write that fails for want of
+    space (or any OSError) raises an OSError naming `path`, and leaves no temporary behind."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -216,9 +284,11 @@ def atomic_write(path: Path, write: Callable[[str], None], checked: bool = False
     try:
         write(tmp)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as err:
         if os.path.exists(tmp):
             os.unlink(tmp)
+        if isinstance(err, OSError):   # a full disk, say: name the file, not the temporary
+            raise OSError(err.errno, err.strerror or str(err), str(path)) from err
         raise
     if checked:
         write_text(Path(f"{path}{SIDECAR}"), sha256_file(path) + "\n")
@@ -244,9 +314,19 @@ def read_json(path: Path):
 def save_tensors(path: Path, tensors: dict, metadata: dict[str, str] | None = None, checked: bool = False) -> None:
     """safetensors file, written atomically. Tensors are made contiguous (safetensors needs that)."""
     # safetensors.torch imports torch: the cache's other users (the CLI's checks) must not pay for it
+    from safetensors import SafetensorError  # noqa: PLC0415
     from safetensors.torch import save_file  # noqa: PLC0415
     tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
-    atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=metadata), checked)
+
+    def write(tmp):
+        try:
+            save_file(tensors, tmp, metadata=metadata)
+        except SafetensorError as err:   # not an OSError, even for a full disk ("... (os error 28)")
+            code = re.search(r"\(os error (\d+)\)", str(err))
+            if code is None:
+                raise
+            raise OSError(int(code[1]), os.strerror(int(code[1]))) from err
+    atomic_write(path, write, checked)
 
 
 def load_tensors(path: Path) -> dict:
