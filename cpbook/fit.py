@@ -90,6 +90,15 @@ def save_checkpoint(path: Path, trainable: nn.Module, optimizer: torch.optim.Opt
     cache.save_tensors(path, tensors, metadata={"step": str(step), "history": json.dumps(history)}, checked=True)
 
 
+def saved_step(path: Path) -> int:
+    """The steps the checkpoint at `path` holds: 0 when there is none, or when it is damaged
+    (then it is reported and removed)."""
+    if not cache.intact(path):
+        return 0
+    with safe_open(str(path), framework="pt") as f:
+        return int(f.metadata()["step"])
+
+
 def load_checkpoint(path: Path, trainable: nn.Module, optimizer: torch.optim.Optimizer) -> tuple[int, list[dict]]:
     """Restore what `save_checkpoint` wrote; returns (steps done, history so far)."""
     with safe_open(str(path), framework="pt") as f:

@@ -1,17 +1,21 @@
 """A real interruption: a training process killed with SIGKILL from outside, at a moment it does
 not choose, resumes from its last checkpoint and ends bit-identical to a run never interrupted
-(the synthetic loop, and LoRA tuning of a tiny random language model)."""
+(the synthetic loop, and LoRA tuning of a tiny random language model); a fine-tuning run killed
+after a checkpoint, one of its snapshots then damaged, makes that snapshot again."""
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+import pytest
 import torch
 from safetensors import safe_open
 
-from cpbook.cache import SIDECAR
+from cpbook import console
+from cpbook.cache import SIDECAR, CorruptCacheWarning
 from cpbook.fit import CHECKPOINT_FILE
 
 TESTS = Path(__file__).resolve().parent
@@ -51,6 +55,30 @@ def run(run_dir=None):
 
 if __name__ == "__main__":
     run(sys.argv[1])
+"""
+
+# Fine-tuning through the cache (`finetuned`), killed by itself just after its checkpoint at step
+# 50 (a kill at a chosen step: the run of 60 steps must not finish before a kill from outside).
+FINETUNE = """
+import os, signal, sys
+sys.path.insert(0, TESTS)
+from test_runs import tiny
+from cpbook import fit
+from cpbook.synthetic.runs import finetuned
+
+CFG, FT = tiny(ft_steps=STEPS, monitor_every=10)
+
+def run(run_dir=None):
+    return finetuned(CFG, FT, progress=False)
+
+def save_then_die(path, *args, save=fit.save_checkpoint):
+    save(path, *args)
+    if args[2] == 50:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+if __name__ == "__main__":
+    fit.save_checkpoint = save_then_die
+    run()
 """
 
 
@@ -105,3 +133,34 @@ def test_a_killed_synthetic_run_resumes_bit_identically(tmp_path):
 
 def test_a_killed_lora_tuning_resumes_bit_identically(tmp_path):
     check_kill_and_resume(LORA, "lora_kill", 40, tmp_path)
+
+
+def test_a_killed_finetuning_run_makes_a_damaged_snapshot_again(tmp_path, monkeypatch):
+    """Killed after its checkpoint at step 50, the step-20 snapshot then bit-flipped: the rerun
+    reports it (on the console too), trains again from step 0 (the checkpoint is past the damage)
+    and commits every snapshot, each bit-identical to a run never interrupted."""
+    script, run = load(FINETUNE, "finetune_kill", 60, tmp_path)
+    monkeypatch.setenv("CPBOOK_CACHE", str(tmp_path / "whole"))
+    whole = run()
+    monkeypatch.setenv("CPBOOK_CACHE", str(tmp_path / "killed"))
+    shutil.copytree(tmp_path / "whole" / "pretrain", tmp_path / "killed" / "pretrain")   # the same base model
+    killed = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    [work] = (tmp_path / "killed" / "finetune").glob("*.work")
+    assert checkpoint_step(work / CHECKPOINT_FILE) == 50
+    snapshot = work / "step20.safetensors"
+    data = bytearray(snapshot.read_bytes())
+    data[-2] ^= 0x40                         # a weight's bits: it would load without error
+    snapshot.write_bytes(bytes(data))
+
+    monkeypatch.setenv(console.ENV, str(tmp_path / "console.txt"))
+    with pytest.warns(CorruptCacheWarning, match="step20.safetensors"):
+        resumed = run()
+    said = (tmp_path / "console.txt").read_text()
+    assert f"cached file {snapshot} does not match its recorded SHA-256" in said
+    assert "checkpoint at step 50 is past it; training starts again from step 0" in said
+    assert resumed.snapshot_steps == whole.snapshot_steps == [10, 20, 30, 40, 50, 60]
+    for steps in whole.snapshot_steps:
+        for (key, a), b in zip(whole.at(steps).state_dict().items(), resumed.at(steps).state_dict().values()):
+            assert torch.equal(a, b), (steps, key)
+    assert resumed.history == whole.history

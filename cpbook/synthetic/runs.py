@@ -15,7 +15,7 @@ import pandas as pd
 import torch
 
 from .. import cache, console
-from ..fit import default_device
+from ..fit import CHECKPOINT_FILE, default_device, saved_step
 from ..provenance import provenance
 from .config import FinetuneConfig, SyntheticConfig
 from .evaluate import eval_prompts, predict
@@ -170,6 +170,28 @@ def finetune_key(cfg: SyntheticConfig, ft: FinetuneConfig) -> dict:
             "snapshots": "every monitored step"}
 
 
+def monitored_steps(ft: FinetuneConfig) -> list[int]:
+    """The steps a fine-tuning run monitors and saves its model at: the snapshots its entry holds."""
+    return list(range(ft.monitor_every, ft.ft_steps + 1, ft.monitor_every))
+
+
+def _snapshot(work: Path, steps: int) -> Path:
+    return work / f"step{steps}.safetensors"
+
+
+def _restart_for_lost_snapshots(work: Path, ft: FinetuneConfig, desc: str) -> None:
+    """Before a fine-tuning run resumes: a snapshot at or before the checkpoint's step would not
+    be made again, so when one is missing or damaged (a damaged one is reported and removed) the
+    checkpoint goes too. The run then starts from step 0 (a run keeps only its last checkpoint)
+    and makes every snapshot again, bit for bit (resume is exact)."""
+    done = saved_step(work / CHECKPOINT_FILE)
+    lost = [s for s in monitored_steps(ft) if s <= done and not cache.intact(_snapshot(work, s))]
+    if lost:
+        cache.report(f"{desc}: the saved model {_snapshot(work, lost[0])} is missing or damaged and the "
+                     f"checkpoint at step {done} is past it; training starts again from step 0")
+        cache.remove_checked(work / CHECKPOINT_FILE)
+
+
 def describe_finetune(ft: FinetuneConfig) -> str:
     """'fine-tuned model (400 steps at lr 0.001)', with the replay share and task seed if any."""
     extra = (f", {ft.ft_replay:.0%} D_cont replay" if ft.ft_replay else "") + \
@@ -183,28 +205,29 @@ def finetuned(cfg: SyntheticConfig, ft: FinetuneConfig, progress: bool = True) -
     depend on (monitor_every, and eval_seed, which names the held-out prompts) is in the key.
     The model is also saved at every monitored step (`Finetuned.at`): chapter 8 reads a run of
     400 steps as the doses of 25, 50, ... steps. An interrupted run resumes from its checkpoint
-    and keeps the snapshots it had saved."""
+    and keeps the snapshots it had saved; one found missing or damaged is made again."""
     base = pretrained(cfg, progress=progress)
     tasks = finetune_tasks(cfg, ft, base.tasks)
     key = finetune_key(cfg, ft)
 
     def make(folder: Path) -> dict:
         work = cache.work_path("finetune", key)
-        work.mkdir(parents=True, exist_ok=True)
+        desc = f"fine-tuning on D_disc (lr {ft.ft_lr:g})"
+        _restart_for_lost_snapshots(work, ft, desc)
         held_out = monitor_errors(cfg, base.tasks)
 
         def monitor(m, steps_done: int) -> dict:
             if steps_done:
-                cache.save_tensors(work / f"step{steps_done}.safetensors", m.state_dict(), checked=True)
+                cache.save_tensors(_snapshot(work, steps_done), m.state_dict(), checked=True)
             return held_out(m, steps_done)
 
-        model, history = finetune_model(cfg, ft, base, run_dir=work, progress=progress,
-                                        desc=f"fine-tuning on D_disc (lr {ft.ft_lr:g})",
+        model, history = finetune_model(cfg, ft, base, run_dir=work, progress=progress, desc=desc,
                                         monitor=monitor, monitor_every=ft.monitor_every)
         cache.save_tensors(folder / "model.safetensors", model.state_dict())
-        for snapshot in sorted(work.glob("step*.safetensors")):
-            if not cache.intact(snapshot):
-                raise RuntimeError(f"the saved model {snapshot} is damaged: delete {work} and run again")
+        for steps in monitored_steps(ft):     # the entry holds every snapshot, or is not made
+            snapshot = _snapshot(work, steps)
+            if not cache.intact(snapshot):    # damaged while the run went on: a rerun makes it again
+                raise RuntimeError(f"the saved model {snapshot} is missing or damaged: run again to make it")
             shutil.copyfile(snapshot, folder / snapshot.name)
         return {"history": history, **provenance()}
 
