@@ -12,8 +12,6 @@ import fcntl
 from contextlib import contextmanager
 from pathlib import Path
 
-import pandas as pd
-
 from cpbook import cache
 
 SUMS = "SHA256SUMS"
@@ -87,11 +85,14 @@ def read_json(path: Path):
     return cache.read_json(check(path))
 
 
-def read_table(csv: Path, meta: Path, columns, read=pd.read_csv):
+def read_table(csv: Path, meta: Path, columns, read=None):
     """A stored table and its record, both checked against their SHA-256, the table's columns
     against `columns` and its length against the record's "rows"; StoredResultError names the
     file on any mismatch. `read` parses the checked CSV (a reader that keeps empty text, say)."""
     record = read_json(meta)
+    if read is None:
+        import pandas as pd   # noqa: PLC0415  here: the CLI's checks read stored records, and pandas takes a second
+        read = pd.read_csv
     table = read(check(csv))
     require_columns(table, columns, csv)
     if len(table) != record["rows"]:

@@ -1,5 +1,8 @@
 """Chapter 8's doses: one fine-tuning run saved at every monitored step, read as the doses of
 fewer steps; the grid's checks; the measurements and the revival test on a tiny world."""
+import json
+import re
+import shutil
 import warnings
 from dataclasses import replace
 
@@ -10,8 +13,10 @@ import torch
 
 from cpbook.params import ParameterError
 from cpbook import agreement
+from cpbook.results import StoredResultError
 from cpbook.provenance import numerics_note, same_numerics
 from cpbook.synthetic import dose
+from cpbook.synthetic.config import make_configs
 from cpbook.synthetic.runs import finetuned, pretrained
 from cpbook.synthetic.train import train
 
@@ -188,3 +193,30 @@ def test_the_grid_is_loaded_only_for_the_stored_parameters_and_checked(tmp_path,
     from cpbook.results import StoredResultError
     with pytest.raises(StoredResultError, match="grid.csv"):
         dose.load_grid()
+
+
+@pytest.mark.parametrize("damage", ["truncated", "edited"])
+def test_a_damaged_grid_record_is_refused_before_it_is_parsed(tmp_path, monkeypatch, damage):
+    """The stored grid and its manifest, copied into tmp_path: truncated, its record would end in a
+    JSONDecodeError naming no file; edited (another prompt count), the chapter would silently
+    measure the whole grid again as parameters not stored."""
+    folder = tmp_path / "dose"
+    shutil.copytree(dose.RESULTS, folder)
+    monkeypatch.setattr(dose, "RESULTS", folder)
+    monkeypatch.setattr(dose, "TABLE", folder / dose.TABLE.name)
+    monkeypatch.setattr(dose, "RECORD", folder / dose.RECORD.name)
+
+    def never(*args, **kwargs):
+        raise AssertionError("the grid was measured: the damaged record was read as another run's")
+    monkeypatch.setattr(dose, "dose_table", never)
+    record = folder / "grid.json"
+    text = record.read_text()
+    if damage == "truncated":
+        record.write_text(text[:len(text) // 2])
+    else:
+        edited = json.loads(text)
+        edited["run"]["grid"]["dose_prompts"] += 1
+        record.write_text(json.dumps(edited, indent=2, sort_keys=True))
+    cfg, ft = make_configs("cpu")
+    with pytest.raises(StoredResultError, match=re.escape(f"stored result {record} does not match")):
+        dose.grid_table(cfg, ft, dose.DoseGrid(), None, progress=False)

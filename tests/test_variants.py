@@ -1,5 +1,8 @@
 """Chapter 2's stored fine-tuning variants: stored and read back as they were, refused when
 damaged, trained now for other parameters, and CI's agreement check against the stored run."""
+import json
+import re
+import shutil
 import warnings
 from dataclasses import replace
 
@@ -65,6 +68,39 @@ def test_stored_variants_read_back_as_the_models_predict(stored_here):
     path.write_bytes(path.read_bytes()[:-8])
     with pytest.raises(StoredResultError, match="variants.safetensors"):
         variants.variant_predictions(cfg, ft, extra, prompts, progress=False)
+
+
+@pytest.fixture
+def stored_copy(tmp_path, monkeypatch):
+    """The stored variants and their manifest, copied into tmp_path and read from there; training
+    the variants fails the test (the record asked for is the stored one)."""
+    folder = tmp_path / "forgetting"
+    shutil.copytree(variants.RESULTS, folder)
+    monkeypatch.setattr(variants, "RESULTS", folder)
+    monkeypatch.setattr(variants, "PREDICTIONS", folder / variants.PREDICTIONS.name)
+    monkeypatch.setattr(variants, "RECORD", folder / variants.RECORD.name)
+
+    def never(*args, **kwargs):
+        raise AssertionError("the variants were trained: the damaged record was read as another run's")
+    monkeypatch.setattr(variants, "_trained", never)
+    return folder
+
+
+@pytest.mark.parametrize("damage", ["truncated", "edited"])
+def test_a_damaged_record_is_refused_before_it_is_parsed(stored_copy, damage):
+    """Truncated, the record would end in a JSONDecodeError naming no file; edited (another
+    replay share), the chapter would silently train the variants as parameters not stored."""
+    record = stored_copy / "variants.json"
+    text = record.read_text()
+    if damage == "truncated":
+        record.write_text(text[:len(text) // 2])
+    else:
+        edited = json.loads(text)
+        edited["run"]["variants"]["replay"] = 0.5
+        record.write_text(json.dumps(edited, indent=2, sort_keys=True))
+    cfg, ft = make_configs("cpu")
+    with pytest.raises(StoredResultError, match=re.escape(f"stored result {record} does not match")):
+        variants.variant_predictions(cfg, ft, ForgettingVariants(), {}, progress=False)
 
 
 def test_with_predictions_refuses_a_wrong_shape(stored_here):

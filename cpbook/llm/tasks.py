@@ -25,7 +25,7 @@ from dataclasses import asdict, dataclass, fields, replace
 from functools import lru_cache
 from pathlib import Path
 
-from cpbook import cache
+from cpbook import results
 from cpbook.llm import prompts, refusal_data
 from cpbook.llm.registry import check_model, check_roles
 from cpbook.paths import DATA, RESULTS
@@ -229,7 +229,7 @@ def stored_demos(model: str, folder: Path | None = None) -> list[int]:
     for meta in where.glob(f"{model}*.json"):
         if meta.name.endswith(".tuning.json"):
             continue
-        n = cache.read_json(meta)["run"].get("n_demos", PAPER_DEMOS)
+        n = results.read_json(meta)["run"].get("n_demos", PAPER_DEMOS)   # checked against its manifest
         if icl.files(model, n, where)[1] == meta and icl.stored(model, n, where):
             out.append(n)
     return sorted(out)

@@ -225,7 +225,8 @@ def grid_table(cfg: SyntheticConfig, ft: FinetuneConfig, grid: DoseGrid, ref: Re
     now. Returns (table, the stored record or None)."""
     check_grid(grid)
     check_doses(grid, ft)
-    if RECORD.exists() and cache.read_json(RECORD)["run"] == run_key(cfg, ft, grid, level):
+    # checked before it is parsed, as load_grid checks it: a damaged record is refused, naming it
+    if RECORD.exists() and results.read_json(RECORD)["run"] == run_key(cfg, ft, grid, level):
         console.say(f"dose grid: the stored table ({TABLE.name})")
         return load_grid()
     console.say("dose grid: not stored for these parameters, measured now")

@@ -103,7 +103,9 @@ def variant_predictions(cfg: SyntheticConfig, ft: FinetuneConfig, variants: Forg
     """Each variant's predictions on `prompts` (the chapter's evaluation prompts): the stored
     ones when these are the stored run's parameters, else trained and predicted now. Returns
     (predictions {variant: {prior: (B, K)}}, the stored record or None)."""
-    if RECORD.exists() and cache.read_json(RECORD)["run"] == run_key(cfg, ft, variants):
+    # the record is checked before it is parsed: a damaged one is refused, naming it, rather
+    # than failing to parse or, edited, silently sending the chapter to train the variants
+    if RECORD.exists() and results.read_json(RECORD)["run"] == run_key(cfg, ft, variants):
         console.say(f"fine-tuning variants: the stored predictions ({PREDICTIONS.name})")
         return load_variants()
     console.say("fine-tuning variants: not stored for these parameters, trained now")
