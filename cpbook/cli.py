@@ -49,7 +49,7 @@ def find_chapter(name: str) -> Path:
     by_prefix = [p for stem, p in found.items() if stem.split("_", 1)[0] == name.zfill(2) or stem.startswith(name)]
     if len(by_prefix) == 1:
         return by_prefix[0]
-    raise SystemExit(f"cpbook: no chapter '{name}'; chapters: {', '.join(found) or '(none)'}")
+    raise SystemExit(shorter(f"cpbook: no chapter '{name}'; chapters: {', '.join(found) or '(none)'}"))
 
 
 def title(path: Path) -> str:
@@ -104,15 +104,20 @@ def parse_value(text: str):
         return ast.literal_eval(text)
     except (ValueError, SyntaxError):
         return text
+    except (MemoryError, RecursionError):   # the parser gives up on a pasted 100,000 words or a deep nesting:
+        return text                         # kept as text, which the parameter's check then refuses
 
 
 def tune_model(name: str) -> int:
     """Train a registered tuned model (or find it in the cache) and print where it is."""
     tuned = tuned_models()
     if name not in tuned:
-        raise SystemExit(f"cpbook: {name!r} is not a model tuned here; those are: {', '.join(tuned)}")
+        raise SystemExit(shorter(f"cpbook: {name!r} is not a model tuned here; those are: {', '.join(tuned)}"))
     from .llm import models, registry   # noqa: PLC0415  imports torch and transformers: only this command needs them
-    folder = models.build_tuned(registry.check_model(name))
+    try:
+        folder = models.build_tuned(registry.check_model(name))
+    except ModelUnavailable as err:   # its base is not installed: the message says how to get it
+        raise SystemExit(f"cpbook tune {name}: {err}") from None
     print(f"cpbook: {name} is in {folder}")
     return 0
 
@@ -127,11 +132,11 @@ def score_task(task_name: str, args: dict) -> int:
     try:
         run = task.make_run(model, **args)
     except ValueError as err:   # ParameterError too: a bad model, surface, language or value
-        raise SystemExit(f"cpbook score {task_name}: {err}") from None
+        raise SystemExit(f"cpbook score {task_name}: {shorter(err)}") from None
     from .llm import runner   # noqa: PLC0415  imports torch, transformers and pandas: only a scoring run needs them
     try:
         table = runner.run(task, run)
-    except ModelUnavailable as err:
+    except ModelUnavailable as err:   # a package to install, or a hub model not here: the message says which
         raise SystemExit(f"cpbook score {task_name}: {err}") from None
     print(runner.module(task).summary(table).to_string())
     csv, _ = task.files(run.model, getattr(run, "n_demos", 2))
@@ -155,14 +160,27 @@ def add_score_parser(sub) -> None:
         add_options(one, task.run_type)
 
 
-def shorter(err: BaseException, limit: int = 2000) -> str:
-    """An error's text, cut in the middle past `limit` characters (a pasted value can be huge)."""
-    text = str(err)
-    return text if len(text) <= limit else f"{text[:limit // 2]} ... {text[-limit // 2:]}"
+def _cut(text: str, limit: int) -> str:
+    return text if len(text) <= limit else f"{text[:limit // 2]}...{text[-(limit // 2):]}"
+
+
+def shorter(err: BaseException | str, limit: int = 600, word: int = 200) -> str:
+    """An error's text with every run of more than `word` non-blank characters cut in the middle,
+    then the whole past `limit`: an error that quotes what was typed (a pasted value can be huge)
+    stays a few lines, and the message around the value, which says what is wrong, is kept."""
+    text = re.sub(rf"\S{{{word + 1},}}", lambda m: _cut(m.group(), word), str(err))
+    return _cut(text, limit)
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, with its errors cut short (`shorter`): an invalid choice or type quotes the value."""
+
+    def error(self, message: str):
+        super().error(shorter(message))
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="cpbook", description=__doc__.splitlines()[0])
+    parser = Parser(prog="cpbook", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     listing = sub.add_parser("list", help="list the chapters, or one chapter's parameters")
     listing.add_argument("chapter", nargs="?", help="chapter name or number, e.g. 02")
@@ -211,7 +229,10 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(f"cpbook: -o {output} is a directory: name the notebook to write, e.g. {output / path.name}")
     # these import torch, papermill and the kernel's machinery: only a run needs them
     from .estimate import check_training_time  # noqa: PLC0415
-    from .execute import run_chapter  # noqa: PLC0415
+    from .execute import LOOPBACK_HINT, loopback_problem, run_chapter  # noqa: PLC0415
+    problem = loopback_problem()
+    if problem:   # the kernel would wait 60 s for a reply that cannot come
+        raise SystemExit(f"cpbook: {path.stem}: cannot start the chapter's kernel ({problem}): {LOOPBACK_HINT}")
     check_training_time(path.stem, values, args.yes, LONG_RUN_S)
     run_chapter(path, values, output)
     print(f"cpbook: wrote {output}")

@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import codecs
 import os
+import re
 import signal
+import socket
 import sys
 import tempfile
 import threading
@@ -147,6 +149,26 @@ class KernelInterrupts:
 
 # --- after it: one message ---------------------------------------------------------------------
 
+# jupyter_client's error when the kernel started but never answered on its sockets
+NO_KERNEL_REPLY = "Kernel didn't respond in"
+LOOPBACK_HINT = ("it talks to this process over TCP on localhost (127.0.0.1), so the loopback interface "
+                 "must be up (ip link set lo up) and connections to localhost allowed")
+
+
+def loopback_problem(timeout_s: float = 2.0) -> str | None:
+    """Why this process cannot connect to itself over TCP on 127.0.0.1, as the kernel must (None
+    when it can): found in milliseconds, where the kernel would wait 60 s before saying it."""
+    try:
+        with socket.socket() as server:
+            server.bind(("127.0.0.1", 0))
+            server.listen(1)
+            with socket.create_connection(server.getsockname(), timeout=timeout_s):
+                pass
+    except OSError as err:
+        return f"{type(err).__name__}: {err}"
+    return None
+
+
 def explain(stem: str, err: BaseException, failed: Path | None, output: Path, interrupted: bool) -> str:
     """The message a failed or interrupted run ends with (the notebook at `failed` has the rest)."""
     kept = f"{output} was not written"
@@ -158,7 +180,32 @@ def explain(stem: str, err: BaseException, failed: Path | None, output: Path, in
     if isinstance(err, pm.PapermillExecutionError):
         return (f"cpbook: {stem} failed{cell}: {err.ename}: {err.evalue}\n"
                 f"cpbook: the full traceback is in {failed} ({kept})")
-    return f"cpbook: {stem} stopped: {type(err).__name__}: {err}\ncpbook: {saved} ({kept})"
+    why = ""
+    if isinstance(err, RuntimeError) and str(err).startswith(NO_KERNEL_REPLY):
+        why = f"\ncpbook: the chapter's kernel could not be reached: {LOOPBACK_HINT}"
+    return f"cpbook: {stem} stopped: {type(err).__name__}: {err}{why}\ncpbook: {saved} ({kept})"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:   # another user's process
+        pass
+    return True
+
+
+def remove_stale_runs(output: Path, terminal: Terminal) -> None:
+    """Remove the notebooks that killed runs of `output` left beside it (.NAME.PID.running.ipynb
+    of a process that is gone, or .NAME.running.ipynb from before the PID was in the name), and
+    say so; a run of the same output still going keeps its own."""
+    left = re.compile(rf"\.{re.escape(output.stem)}\.(?:(\d+)\.)?running\.ipynb")
+    for path in sorted(output.parent.iterdir()):
+        found = left.fullmatch(path.name)
+        if found and not (found.group(1) and _alive(int(found.group(1)))):
+            path.unlink(missing_ok=True)
+            terminal.write(f"cpbook: removed {path}, left by a run of {output.name} that was killed\n", "cpbook")
 
 
 def hide_traceback(kind, value, tb) -> None:
@@ -171,15 +218,17 @@ def hide_traceback(kind, value, tb) -> None:
 def run_chapter(path: Path, values: dict, output: Path) -> None:
     """Execute the notebook at `path` with `values` into `output`, showing progress on stderr.
 
-    papermill saves as it goes: the run goes into a temporary file beside the output, moved into
-    place only on success, so a failed or interrupted run never replaces a good notebook; it is
-    kept as runs/<chapter>.failed.ipynb. A failure or interruption is explained in one message on
-    stderr and its exception raised again for the caller (a KeyboardInterrupt for an interrupted
-    run), marked so that, when nothing catches it, the `cpbook` command exits non-zero without a
-    traceback (`hide_traceback`)."""
+    papermill saves as it goes: the run goes into a hidden file beside the output (named with
+    this process's id), moved into place only on success, so a failed or interrupted run never
+    replaces a good notebook; it is kept as runs/<chapter>.failed.ipynb. The one a killed run
+    leaves there is removed by the next run of the same output (`remove_stale_runs`). A failure
+    or interruption is explained in one message on stderr and its exception raised again for the
+    caller (a KeyboardInterrupt for an interrupted run), marked so that, when nothing catches
+    it, the `cpbook` command exits non-zero without a traceback (`hide_traceback`)."""
     output.parent.mkdir(parents=True, exist_ok=True)
-    running = output.with_name(f".{output.stem}.running.ipynb")
     terminal = Terminal(sys.stderr)
+    remove_stale_runs(output, terminal)
+    running = output.with_name(f".{output.stem}.{os.getpid()}.running.ipynb")
     interrupts = KernelInterrupts(terminal)
     try:
         with kernel_console(terminal), interrupts:

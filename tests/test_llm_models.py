@@ -232,6 +232,57 @@ def test_offline_a_missing_model_fails_fast_and_never_reaches_for_the_network(mo
     assert attempts == []
 
 
+def test_with_the_hub_allowed_and_no_network_a_download_fails_fast_with_a_true_hint(monkeypatch, tmp_path):
+    """CPBOOK_ALLOW_HUB=1 with the network blocked (every connection refused): one try at the
+    hub's host, not huggingface_hub's minute of retries, and a hint that does not tell the user
+    to set the switch already set. A tuned model whose base is such a model says the same."""
+    import socket
+    import time
+
+    attempts = []
+
+    def refuse(*args, **kwargs):
+        attempts.append(args)
+        raise OSError("network blocked by the test")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket, "create_connection", refuse)
+    monkeypatch.setenv(M.ALLOW_HUB_ENV, "1")
+    monkeypatch.setenv("CPBOOK_CACHE", str(tmp_path / "cache"))
+    hub = [n for n, s in R.REGISTRY.items() if isinstance(s.source, R.HubSource)]
+    tuned = R.register(R.ModelSpec("tuned-from-hub", "instruction-tuned", "llama", R.TunedSource("llama-7b")))
+    try:
+        for name in [*hub, tuned.name]:
+            start = time.perf_counter()
+            with pytest.raises(R.ModelUnavailable) as err:
+                M.load(R.check_model(name))
+            assert time.perf_counter() - start < 2.0, name     # a guard against the retries, not a speed target
+            message = str(err.value)
+            assert "the hub cannot be reached" in message and "network blocked by the test" in message, message
+            assert "local_path=" in message and f"unset {M.ALLOW_HUB_ENV} to load it from the local hub cache" in message
+            assert f"Set {M.ALLOW_HUB_ENV}=1" not in message and f"set {M.ALLOW_HUB_ENV}=1" not in message
+    finally:
+        del R.REGISTRY[tuned.name]
+    assert len(attempts) == len(hub) + 1                        # one connection tried a model
+    assert not (tmp_path / "cache").exists()
+
+
+def test_with_the_hub_allowed_a_failed_download_never_says_to_allow_it(monkeypatch):
+    """The hub's host answers but the download fails (a gated model, a dropped connection): the
+    hint is the same true one."""
+    monkeypatch.setenv(M.ALLOW_HUB_ENV, "1")
+    monkeypatch.setattr(M, "hub_unreachable", lambda: None, raising=False)   # the host answers
+
+    def fails(*args, **kwargs):
+        raise OSError("401 Client Error: gated repository")
+    monkeypatch.setattr(M.AutoModelForCausalLM, "from_pretrained", fails)
+    with pytest.raises(R.ModelUnavailable) as err:
+        M.load(R.check_model("llama-2-7b"))
+    message = str(err.value)
+    assert "gated repository" in message and f"unset {M.ALLOW_HUB_ENV}" in message
+    assert f"et {M.ALLOW_HUB_ENV}=1" not in message
+
+
 def test_flushing_denormals_is_undone_after_the_block():
     before = M.flushes_denormals()
     with M.denormals_flushed():

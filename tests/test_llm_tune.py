@@ -167,6 +167,7 @@ def test_a_registered_tuned_model_records_real_checksums(tmp_path, monkeypatch):
     monkeypatch.setenv("CPBOOK_CACHE", str(tmp_path))
     real_load = models.load
     monkeypatch.setattr(models, "load", lambda spec: tiny_gemma() if spec.name == "gemma-3-270m" else real_load(spec))
+    monkeypatch.setattr(models, "require_loadable", lambda spec: None)   # the stand-in base loads
     spec = registry.register(registry.ModelSpec("tiny-instruct", "instruction-tuned", "gemma-3", registry.TunedSource(
         "gemma-3-270m", (("steps", 2), ("batch_size", 2), ("rank", 2)))))
     try:

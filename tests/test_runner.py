@@ -102,6 +102,19 @@ def test_a_run_is_stored_with_provenance_loaded_back_and_resumed_per_group(task,
     pd.testing.assert_frame_equal(again, table)
 
 
+def test_a_model_that_cannot_load_leaves_no_work_folder(tmp_path, monkeypatch):
+    """The work folder is made once the model has loaded: a missing package (or a hub model not
+    here) ends the run with its fix and the cache as it was."""
+    def unavailable(spec):
+        raise registry.ModelUnavailable("install it")
+    monkeypatch.setattr(models, "load", unavailable)
+    monkeypatch.setenv("CPBOOK_CACHE", str(tmp_path / "cache"))
+    t = TASKS["icl"]
+    with pytest.raises(registry.ModelUnavailable, match="install it"):
+        runner.run(t, t.make_run("smollm2-135m-instruct", **SMALL["icl"]), out_dir=tmp_path / "out", progress=False)
+    assert not (tmp_path / "cache").exists() and not (tmp_path / "out").exists()
+
+
 def test_result_files_are_named_for_model_and_demonstrations(tmp_path, monkeypatch):
     """A dotted model name ("qwen2.5-...") or a ".demos3" stem keeps its full name."""
     tiny = make_tiny()

@@ -13,6 +13,9 @@ from __future__ import annotations
 import copy
 import importlib.metadata as md
 import os
+import socket
+import urllib.parse
+import urllib.request
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -21,10 +24,11 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from cpbook import cache
-from cpbook.llm import tune
-from cpbook.llm.registry import ModelSpec, ModelUnavailable, PyPISource, TunedSource, locate
+from cpbook.llm import tune, tune_config
+from cpbook.llm.registry import HubSource, ModelSpec, ModelUnavailable, PyPISource, TunedSource, installed, locate
 
 ALLOW_HUB_ENV = "CPBOOK_ALLOW_HUB"
+HUB_CONNECT_TIMEOUT_S = 5.0   # one try at the hub's host before a download (huggingface_hub retries for ~46 s)
 
 
 # --- the folders models load from ---------------------------------------------------------------
@@ -49,15 +53,62 @@ def convert_gguf(spec: ModelSpec, gguf: Path, folder: Path) -> dict:
 def converted_folder(spec: ModelSpec) -> Path:
     """The safetensors copy of a packaged GGUF model, converted (about a minute) if missing."""
     config = {"model": spec.name, "gguf_sha256": spec.source.sha256}
-    return cache.build("llm", config, lambda folder: convert_gguf(spec, locate(spec), folder))
+    found = cache.lookup("llm", config)
+    if found is not None:
+        return found
+    gguf = locate(spec)   # a missing package says so (the pip line) before anything is made in the cache
+    return cache.build("llm", config, lambda folder: convert_gguf(spec, gguf, folder))
+
+
+def require_loadable(spec: ModelSpec) -> None:
+    """ModelUnavailable, saying what to do, when `spec` cannot be loaded here; cheap (no model is
+    converted or tuned): a packaged model's packages are installed, a hub model's folder is found,
+    a tuned model's base is loadable."""
+    if isinstance(spec.source, PyPISource):
+        installed(spec)
+    elif isinstance(spec.source, TunedSource):
+        require_loadable(spec.source.base_spec())
+    else:
+        weights_folder(spec)
 
 
 def build_tuned(spec: ModelSpec, progress: bool = True) -> Path:
     """The cache folder of a model tuned here, tuned now (minutes) if it is missing."""
-    cfg = spec.source.config()
+    cfg = tune_config.check_config(spec.source.config())   # a bad recipe is refused before the base is made
     base = spec.source.base_spec()
+    if spec.source.folder(spec) is None:
+        require_loadable(base)   # a base that cannot load says what to do before any tuning work is made
     with denormals_flushed():
         return tune.tune(cfg, base.checksum(), lambda: load(base), progress)
+
+
+def hub_allowed() -> bool:
+    return os.environ.get(ALLOW_HUB_ENV) == "1"
+
+
+def hub_hint(spec: ModelSpec) -> str:
+    """What to do about a hub model that does not load, true to whether downloads are allowed."""
+    local = (f"register(ModelSpec({spec.name!r}, ..., HubSource({spec.source.repo_id!r}, "
+             f"local_path='/path/to/it')))")
+    if hub_allowed():
+        return (f"Download it on a machine that reaches the hub and register the copy with {local}, "
+                f"or unset {ALLOW_HUB_ENV} to load it from the local hub cache")
+    return f"Set {ALLOW_HUB_ENV}=1 to allow downloads, or register a local copy with {local}"
+
+
+def hub_unreachable(timeout: float = HUB_CONNECT_TIMEOUT_S) -> str | None:
+    """Why the hub's host (or the proxy before it) refuses a connection tried once, within
+    `timeout` seconds; None when it accepts one."""
+    hub = urllib.parse.urlsplit(huggingface_hub.constants.ENDPOINT)
+    proxy = urllib.request.getproxies().get(hub.scheme)
+    if proxy and not urllib.request.proxy_bypass(hub.hostname):
+        hub = urllib.parse.urlsplit(proxy if "://" in proxy else f"http://{proxy}")
+    port = hub.port or (443 if hub.scheme == "https" else 80)
+    try:
+        socket.create_connection((hub.hostname, port), timeout=timeout).close()
+    except OSError as err:
+        return f"{hub.hostname}:{port}: {err}"
+    return None
 
 
 def hub_folder(spec: ModelSpec) -> str:
@@ -70,11 +121,8 @@ def hub_folder(spec: ModelSpec) -> str:
     try:
         return huggingface_hub.snapshot_download(src.repo_id, local_files_only=True)
     except Exception as err:   # LocalEntryNotFoundError, or a cache without this repository
-        raise ModelUnavailable(
-            f"model {spec.name!r} ({src.repo_id}) is not in the local hub cache: {type(err).__name__}\n"
-            f"Set {ALLOW_HUB_ENV}=1 to allow downloads, or register a local copy with "
-            f"register(ModelSpec({spec.name!r}, ..., HubSource({src.repo_id!r}, local_path='/path/to/it')))"
-        ) from err
+        raise ModelUnavailable(f"model {spec.name!r} ({src.repo_id}) is not in the local hub cache: "
+                               f"{type(err).__name__}\n{hub_hint(spec)}") from err
 
 
 def weights_folder(spec: ModelSpec) -> tuple[str | Path, bool]:
@@ -84,9 +132,16 @@ def weights_folder(spec: ModelSpec) -> tuple[str | Path, bool]:
         return converted_folder(spec), True
     if isinstance(src, TunedSource):
         return build_tuned(spec), True
-    if os.environ.get(ALLOW_HUB_ENV) == "1":
-        return src.local_path or src.repo_id, False
-    return hub_folder(spec), True
+    if not hub_allowed():
+        return hub_folder(spec), True
+    if src.local_path:
+        return src.local_path, False
+    # with no network, from_pretrained would retry for most of a minute and then blame the switch
+    why = hub_unreachable()
+    if why:
+        raise ModelUnavailable(f"model {spec.name!r} ({src.repo_id}): {ALLOW_HUB_ENV}=1 allows downloads, but "
+                               f"the hub cannot be reached ({why})\n{hub_hint(spec)}")
+    return src.repo_id, False
 
 
 def placement(spec: ModelSpec) -> dict:
@@ -121,7 +176,8 @@ def load(spec: ModelSpec):
 
     Packaged models read the safetensors cache, converting the GGUF first if the cache is
     missing. Hub models load with local_files_only unless CPBOOK_ALLOW_HUB=1, so an unreachable
-    hub gives an immediate error instead of a hang.
+    hub gives an immediate error instead of a hang; with it, a hub that cannot be reached is
+    found by one connection tried for HUB_CONNECT_TIMEOUT_S, not a minute of retries.
     """
     if not isinstance(spec, ModelSpec):
         raise TypeError(f"load takes a registry.ModelSpec (registry.check_model(name)), not {spec!r}")
@@ -130,12 +186,8 @@ def load(spec: ModelSpec):
         model = AutoModelForCausalLM.from_pretrained(where, local_files_only=local_only, **placement(spec))
         tokenizer = AutoTokenizer.from_pretrained(where, local_files_only=local_only)
     except OSError as err:
-        raise ModelUnavailable(
-            f"model {spec.name!r} could not be loaded from {where!r}: {err}\n"
-            f"Hub models load only from a local folder or the local hub cache; set {ALLOW_HUB_ENV}=1 "
-            f"to allow downloads, or register a local copy with "
-            f"register(ModelSpec({spec.name!r}, ..., HubSource({str(where)!r}, local_path='/path/to/it')))"
-        ) from err
+        hint = f"\n{hub_hint(spec)}" if isinstance(spec.source, HubSource) else ""
+        raise ModelUnavailable(f"model {spec.name!r} could not be loaded from {where!r}: {err}{hint}") from err
     model.eval()
     return model, tokenizer
 

@@ -54,12 +54,16 @@ def run(task: Task, r, out_dir=None, progress: bool = True) -> pd.DataFrame:
     r = r.resolved()
     spec = check_model(r.model)
     origin = committed_provenance()   # the code that scores: taken before the work, not after
-    work = cache.work_path(task.work_kind, {**asdict(r), "weights": spec.key(), **task.extras(r)})
+    key = {**asdict(r), "weights": spec.key(), **task.extras(r)}
+    # the work folder (where cache.work_path makes it) is made only once the model has loaded: a
+    # model that cannot load (a missing package, not in the hub cache) leaves nothing in the cache
+    work = cache.entry_path(task.work_kind, key).with_suffix(".work")
     groups = getattr(r, task.groups_field)
     todo = [g for g in groups if not cache.intact(work / f"{g}.csv")]   # corrupt parts: again
     t0 = time.time()
     if todo:
         model, tokenizer = models.load(spec)
+        work = cache.work_path(task.work_kind, key)
         for group in console.progress(todo, show=progress, desc=f"scoring {r.model} on {task.name}"):
             part = score(task, spec, model, tokenizer, module(task).rows_for(r, group), r)
             cache.write_text(work / f"{group}.csv", part.to_csv(index=False), checked=True)
