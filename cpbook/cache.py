@@ -93,10 +93,12 @@ def entry_path(kind: str, config: dict, root: Path | None = None) -> Path:
     return (root or cache_root()) / kind / entry_key(kind, config)
 
 
-def work_path(kind: str, config: dict, root: Path | None = None) -> Path:
-    """The folder for resumable work towards an entry (checkpoints, partial results); created."""
+def work_path(kind: str, config: dict, root: Path | None = None, create: bool = True) -> Path:
+    """The folder for resumable work towards an entry (checkpoints, partial results); created
+    unless create=False (a caller that must not leave a folder before its work can start)."""
     path = entry_path(kind, config, root).with_suffix(".work")
-    path.mkdir(parents=True, exist_ok=True)
+    if create:
+        path.mkdir(parents=True, exist_ok=True)
     return path
 
 

@@ -102,10 +102,10 @@ def parse_value(text: str):
     """'0.5' -> 0.5, '12' -> 12, 'None' -> None, 'cpu' -> 'cpu' (as papermill's -p does)."""
     try:
         return ast.literal_eval(text)
-    except (ValueError, SyntaxError):
+    # not a literal, or one the parser gives up on (a pasted 100,000 words, a deep nesting): kept as
+    # text, which the parameter's check then refuses
+    except (ValueError, SyntaxError, MemoryError, RecursionError):
         return text
-    except (MemoryError, RecursionError):   # the parser gives up on a pasted 100,000 words or a deep nesting:
-        return text                         # kept as text, which the parameter's check then refuses
 
 
 def tune_model(name: str) -> int:
@@ -139,7 +139,7 @@ def score_task(task_name: str, args: dict) -> int:
     except ModelUnavailable as err:   # a package to install, or a hub model not here: the message says which
         raise SystemExit(f"cpbook score {task_name}: {err}") from None
     print(runner.module(task).summary(table).to_string())
-    csv, _ = task.files(run.model, getattr(run, "n_demos", 2))
+    csv, _ = task.files_of(run)
     print(f"cpbook: wrote {csv.relative_to(BOOK.parent)} and its record")
     return 0
 

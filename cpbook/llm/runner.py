@@ -55,15 +55,15 @@ def run(task: Task, r, out_dir=None, progress: bool = True) -> pd.DataFrame:
     spec = check_model(r.model)
     origin = committed_provenance()   # the code that scores: taken before the work, not after
     key = {**asdict(r), "weights": spec.key(), **task.extras(r)}
-    # the work folder (where cache.work_path makes it) is made only once the model has loaded: a
-    # model that cannot load (a missing package, not in the hub cache) leaves nothing in the cache
-    work = cache.entry_path(task.work_kind, key).with_suffix(".work")
+    # the work folder is made only once the model has loaded: a model that cannot load (a missing
+    # package, not in the hub cache) leaves nothing in the cache
+    work = cache.work_path(task.work_kind, key, create=False)
     groups = getattr(r, task.groups_field)
     todo = [g for g in groups if not cache.intact(work / f"{g}.csv")]   # corrupt parts: again
     t0 = time.time()
     if todo:
         model, tokenizer = models.load(spec)
-        work = cache.work_path(task.work_kind, key)
+        work.mkdir(parents=True, exist_ok=True)
         for group in console.progress(todo, show=progress, desc=f"scoring {r.model} on {task.name}"):
             part = score(task, spec, model, tokenizer, module(task).rows_for(r, group), r)
             cache.write_text(work / f"{group}.csv", part.to_csv(index=False), checked=True)
@@ -77,7 +77,7 @@ def store(task: Task, r, spec: ModelSpec, table: pd.DataFrame, origin: dict, sec
     """Write the rows and their record; `origin` is the provenance taken before the work began."""
     record = {"run": task.record_of(r), "rows": len(table), "model": spec.name, "model_kind": spec.kind,
               "checksum": spec.checksum(), "scoring_seconds_last_call": round(seconds, 1), **origin}
-    csv, meta = task.files(spec.name, getattr(r, "n_demos", PAPER_DEMOS), out_dir)
+    csv, meta = task.files_of(r, out_dir)
     results.write_text(csv, table.to_csv(index=False))
     results.write_json(meta, record)
     if spec.tuned:

@@ -187,6 +187,10 @@ class Task:
         stem = self.stem(model, n_demos)
         return where / f"{stem}.csv", where / f"{stem}.json"
 
+    def files_of(self, run, folder: Path | None = None) -> tuple[Path, Path]:
+        """The files a run is stored in (only an ICL run has a number of demonstrations)."""
+        return self.files(run.model, getattr(run, "n_demos", PAPER_DEMOS), folder)
+
     def command(self, model: str, n_demos: int = PAPER_DEMOS) -> str:
         """The command that computes a model's stored run."""
         demos = f" --n-demos {n_demos}" if n_demos != PAPER_DEMOS else ""
