@@ -53,6 +53,22 @@ def sample_seed(what: str) -> int:
     return seed
 
 
+def damage_record(path, damage: str, edit) -> None:
+    """Damage a stored JSON record in place: "truncated" (cut in half) or "edited" (`edit(record)`
+    changes it, and it is written back whole, so it parses but no longer matches its checksum)."""
+    import json
+    from pathlib import Path
+
+    path = Path(path)
+    text = path.read_text()
+    if damage == "truncated":
+        path.write_text(text[:len(text) // 2])
+    else:
+        record = json.loads(text)
+        edit(record)
+        path.write_text(json.dumps(record, indent=2, sort_keys=True))
+
+
 @pytest.fixture(scope="module")
 def tiny():
     return make_tiny()

@@ -1,6 +1,5 @@
 """Chapter 8's doses: one fine-tuning run saved at every monitored step, read as the doses of
 fewer steps; the grid's checks; the measurements and the revival test on a tiny world."""
-import json
 import re
 import shutil
 import warnings
@@ -20,7 +19,7 @@ from cpbook.synthetic.config import make_configs
 from cpbook.synthetic.runs import finetuned, pretrained
 from cpbook.synthetic.train import train
 
-from conftest import sample_seed
+from conftest import damage_record, sample_seed
 from test_runs import tiny
 
 RECOMPUTE_STEPS = 100   # the longest dose CI retrains (see the agreement test)
@@ -210,13 +209,10 @@ def test_a_damaged_grid_record_is_refused_before_it_is_parsed(tmp_path, monkeypa
         raise AssertionError("the grid was measured: the damaged record was read as another run's")
     monkeypatch.setattr(dose, "dose_table", never)
     record = folder / "grid.json"
-    text = record.read_text()
-    if damage == "truncated":
-        record.write_text(text[:len(text) // 2])
-    else:
-        edited = json.loads(text)
-        edited["run"]["grid"]["dose_prompts"] += 1
-        record.write_text(json.dumps(edited, indent=2, sort_keys=True))
+
+    def more_prompts(stored):
+        stored["run"]["grid"]["dose_prompts"] += 1
+    damage_record(record, damage, more_prompts)
     cfg, ft = make_configs("cpu")
     with pytest.raises(StoredResultError, match=re.escape(f"stored result {record} does not match")):
         dose.grid_table(cfg, ft, dose.DoseGrid(), None, progress=False)

@@ -200,12 +200,10 @@ def test_split_gguf_is_joined_once_into_the_cache(tmp_path, monkeypatch):
     assert R._find_qwen_coder(spec) == path
 
 
-def test_offline_a_missing_model_fails_fast_and_never_reaches_for_the_network(monkeypatch):
-    """With the network blocked (every connection attempt recorded and refused) and hub access not
-    allowed, every hub model and a packaged model whose package is missing fail at once with
-    what to do: the install command, or the switch that allows the hub."""
+@pytest.fixture
+def blocked_network(monkeypatch):
+    """Every connection attempt refused, and recorded in the list this returns."""
     import socket
-    import time
 
     attempts = []
 
@@ -215,6 +213,16 @@ def test_offline_a_missing_model_fails_fast_and_never_reaches_for_the_network(mo
 
     monkeypatch.setattr(socket.socket, "connect", refuse)
     monkeypatch.setattr(socket, "create_connection", refuse)
+    return attempts
+
+
+def test_offline_a_missing_model_fails_fast_and_never_reaches_for_the_network(monkeypatch, blocked_network):
+    """With the network blocked (every connection attempt recorded and refused) and hub access not
+    allowed, every hub model and a packaged model whose package is missing fail at once with
+    what to do: the install command, or the switch that allows the hub."""
+    import time
+
+    attempts = blocked_network
     monkeypatch.delenv(M.ALLOW_HUB_ENV, raising=False)
     missing = R.register(R.ModelSpec("not-installed", "base", "test", R.PyPISource(
         (("no-such-cpbook-model", "1.0"),), R._find_smollm2, "0" * 64)))
@@ -232,21 +240,14 @@ def test_offline_a_missing_model_fails_fast_and_never_reaches_for_the_network(mo
     assert attempts == []
 
 
-def test_with_the_hub_allowed_and_no_network_a_download_fails_fast_with_a_true_hint(monkeypatch, tmp_path):
+def test_with_the_hub_allowed_and_no_network_a_download_fails_fast_with_a_true_hint(monkeypatch, tmp_path,
+                                                                                  blocked_network):
     """CPBOOK_ALLOW_HUB=1 with the network blocked (every connection refused): one try at the
     hub's host, not huggingface_hub's minute of retries, and a hint that does not tell the user
     to set the switch already set. A tuned model whose base is such a model says the same."""
-    import socket
     import time
 
-    attempts = []
-
-    def refuse(*args, **kwargs):
-        attempts.append(args)
-        raise OSError("network blocked by the test")
-
-    monkeypatch.setattr(socket.socket, "connect", refuse)
-    monkeypatch.setattr(socket, "create_connection", refuse)
+    attempts = blocked_network
     monkeypatch.setenv(M.ALLOW_HUB_ENV, "1")
     monkeypatch.setenv("CPBOOK_CACHE", str(tmp_path / "cache"))
     hub = [n for n, s in R.REGISTRY.items() if isinstance(s.source, R.HubSource)]

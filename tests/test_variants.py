@@ -1,6 +1,5 @@
 """Chapter 2's stored fine-tuning variants: stored and read back as they were, refused when
 damaged, trained now for other parameters, and CI's agreement check against the stored run."""
-import json
 import re
 import shutil
 import warnings
@@ -18,7 +17,7 @@ from cpbook.synthetic.config import ForgettingVariants, make_configs
 from cpbook.synthetic.evaluate import eval_prompts, evaluate, predict
 from cpbook.synthetic.runs import finetune_model_now, finetuned, pretrained
 
-from conftest import sample_seed
+from conftest import damage_record, sample_seed
 from test_runs import tiny
 
 
@@ -91,13 +90,7 @@ def test_a_damaged_record_is_refused_before_it_is_parsed(stored_copy, damage):
     """Truncated, the record would end in a JSONDecodeError naming no file; edited (another
     replay share), the chapter would silently train the variants as parameters not stored."""
     record = stored_copy / "variants.json"
-    text = record.read_text()
-    if damage == "truncated":
-        record.write_text(text[:len(text) // 2])
-    else:
-        edited = json.loads(text)
-        edited["run"]["variants"]["replay"] = 0.5
-        record.write_text(json.dumps(edited, indent=2, sort_keys=True))
+    damage_record(record, damage, lambda r: r["run"]["variants"].update(replay=0.5))
     cfg, ft = make_configs("cpu")
     with pytest.raises(StoredResultError, match=re.escape(f"stored result {record} does not match")):
         variants.variant_predictions(cfg, ft, ForgettingVariants(), {}, progress=False)
