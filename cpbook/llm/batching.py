@@ -66,3 +66,10 @@ def length_sorted_batches(lengths: list[int], batch_size: int) -> list[list[int]
     """
     order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
     return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+
+
+def input_device(model) -> torch.device:
+    """Where token ids go: the device of the input embeddings. Not `model.device` (its first
+    parameter's), which need not be it for a model sharded with device_map="auto"; the logits
+    come out on the last device, so each tensor a scorer makes follows what it is combined with."""
+    return model.get_input_embeddings().weight.device

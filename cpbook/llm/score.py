@@ -30,7 +30,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from cpbook.llm.batching import encode, left_pad, length_sorted_batches, pad_id, positions, right_pad
+from cpbook.llm.batching import encode, input_device, left_pad, length_sorted_batches, pad_id, positions, right_pad
 
 
 def _takes_positions(model) -> bool:
@@ -46,7 +46,7 @@ def greedy_continuations(model, tokenizer, prompts, max_new_tokens: int = 10,
     seqs = encode(tokenizer, list(prompts), bos)
     out = [""] * len(seqs)
     for batch in length_sorted_batches([len(s) for s in seqs], batch_size):
-        ids, mask = (t.to(model.device) for t in left_pad([seqs[i] for i in batch], pad))
+        ids, mask = (t.to(input_device(model)) for t in left_pad([seqs[i] for i in batch], pad))
         gen = model.generate(input_ids=ids, attention_mask=mask,
                              max_new_tokens=max_new_tokens, do_sample=False, num_beams=1,
                              pad_token_id=pad, eos_token_id=tokenizer.eos_token_id,
@@ -95,7 +95,7 @@ def continuation_logliks(model, tokenizer, prompts, answers, batch_size: int = 8
     # Sorted by prompt length alone: several answers to one prompt, given side by side, have
     # equal keys, so the stable sort keeps them together in one batch.
     for batch in length_sorted_batches([len(p) for p in p_ids], batch_size):
-        ids, mask = (t.to(model.device) for t in left_pad([p_ids[i] + a_ids[i] for i in batch], pad))
+        ids, mask = (t.to(input_device(model)) for t in left_pad([p_ids[i] + a_ids[i] for i in batch], pad))
         # Column t predicts token t + 1; only the last m + 1 columns matter, and most models can
         # skip the vocabulary projection for the others (logits_to_keep).
         m = max(len(a_ids[i]) for i in batch)
@@ -104,9 +104,10 @@ def continuation_logliks(model, tokenizer, prompts, answers, batch_size: int = 8
             kwargs["logits_to_keep"] = m + 1
         logits = model(input_ids=ids, attention_mask=mask, **kwargs).logits
         logp = torch.log_softmax(logits[:, -m - 1:-1].float(), dim=-1)
+        targets = ids.to(logp.device)
         for row, i in enumerate(batch):
             n = len(a_ids[i])
-            out[i] = logp[row, m - n:].gather(-1, ids[row, -n:, None]).sum().item()
+            out[i] = logp[row, m - n:].gather(-1, targets[row, -n:, None]).sum().item()
     return out
 
 
@@ -120,10 +121,11 @@ def _greedy_from_cache(model, first, mask, steps: int, eos: int | None, pad: int
     token = first.logits[:, -1].argmax(-1)
     done = token == eos if eos is not None else torch.zeros_like(token, dtype=torch.bool)
     out = [token]
+    device = input_device(model)                     # the tokens come from the logits' device
     for _ in range(steps - 1):
         mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
         pos = mask.sum(1, keepdim=True) - 1          # the new token's position in its own row
-        step = model(input_ids=token[:, None], attention_mask=mask, position_ids=pos,
+        step = model(input_ids=token[:, None].to(device), attention_mask=mask, position_ids=pos,
                      past_key_values=cache, use_cache=True, logits_to_keep=1)
         token = torch.where(done, pad, step.logits[:, -1].argmax(-1))
         if eos is not None:
@@ -172,8 +174,7 @@ def score_answers(model, tokenizer, prompts, answers: dict[str, list], batch_siz
     continuations = [""] * len(prompts)
 
     for batch in length_sorted_batches([len(p) for p in p_ids], batch_size):
-        ids, mask = left_pad([p_ids[i] for i in batch], pad)
-        ids, mask = ids.to(model.device), mask.to(model.device)
+        ids, mask = (t.to(input_device(model)) for t in left_pad([p_ids[i] for i in batch], pad))
         first = model(input_ids=ids, attention_mask=mask, position_ids=positions(mask), use_cache=True,
                       logits_to_keep=1)
         if generate:
@@ -184,32 +185,37 @@ def score_answers(model, tokenizer, prompts, answers: dict[str, list], batch_siz
         jobs = [(row, n, a_ids[n][i]) for row, i in enumerate(batch) for n in names if a_ids[n][i] is not None]
         if not jobs:
             continue
-        rows = torch.tensor([row for row, _, _ in jobs], device=model.device)
+        # Kept on the CPU: each use moves it to the device of what it indexes, and the cache's
+        # layers (each on its own layer's device) can all be indexed by a CPU index.
+        rows = torch.tensor([row for row, _, _ in jobs])
         m = max(len(a) for _, _, a in jobs)
-        answer_ids, answer_mask = right_pad([a for _, _, a in jobs], pad)
-        answer_ids, answer_mask = answer_ids.to(model.device), answer_mask.to(model.device)
+        # fed to the model after the prompt's mask: on the input device, as it is
+        answer_ids, answer_mask = (t.to(mask.device) for t in right_pad([a for _, _, a in jobs], pad))
         # token 0 of every answer is predicted by the prompt's last position (the first pass)
-        first_logits = first.logits[rows, -1].float()
-        token_logp = torch.zeros(answer_ids.shape, dtype=torch.float32, device=model.device)
-        hits = torch.ones(answer_ids.shape, dtype=torch.bool, device=model.device)
-        token_logp[:, 0] = torch.log_softmax(first_logits, -1).gather(-1, answer_ids[:, :1])[:, 0]
-        hits[:, 0] = first_logits.argmax(-1) == answer_ids[:, 0]
+        first_logits = first.logits[rows.to(first.logits.device), -1].float()
+        first_ids = answer_ids[:, :1].to(first_logits.device)
+        token_logp = torch.zeros(answer_ids.shape, dtype=torch.float32, device=first_logits.device)
+        hits = torch.ones(answer_ids.shape, dtype=torch.bool, device=first_logits.device)
+        token_logp[:, 0] = torch.log_softmax(first_logits, -1).gather(-1, first_ids)[:, 0]
+        hits[:, 0] = first_logits.argmax(-1) == first_ids[:, 0]
         if m > 1:                                                      # tokens 1..m-1 need a second pass
             cache = first.past_key_values
             cache.batch_select_indices(rows)                          # the prompt's cache, per answer
-            full_mask = torch.cat([mask[rows], answer_mask[:, :m - 1]], dim=1)
-            start = mask[rows].sum(1, keepdim=True)                    # each prompt's own length
-            pos = start + torch.arange(m - 1, device=model.device)
+            prompt_mask = mask[rows.to(mask.device)]
+            full_mask = torch.cat([prompt_mask, answer_mask[:, :m - 1]], dim=1)
+            start = prompt_mask.sum(1, keepdim=True)                   # each prompt's own length
+            pos = start + torch.arange(m - 1, device=start.device)
             hidden = model.base_model(input_ids=answer_ids[:, :m - 1], attention_mask=full_mask, position_ids=pos,
                                       past_key_values=cache, use_cache=True).last_hidden_state
             # position j predicts answer token j + 1; the vocabulary projection (most of this
             # pass's work) is applied only where that token exists, not to the padding
             need = answer_mask[:, 1:].bool()
-            logits = _output_logits(model, hidden[need])
-            targets = answer_ids[:, 1:][need]
+            logits = _output_logits(model, hidden[need.to(hidden.device)])
+            targets = answer_ids[:, 1:][need].to(logits.device)
+            need = need.to(token_logp.device)
             rest_logp, rest_hits = token_logp[:, 1:], hits[:, 1:]       # views: written in place
-            rest_logp[need] = torch.log_softmax(logits, -1).gather(-1, targets[:, None])[:, 0]
-            rest_hits[need] = logits.argmax(-1) == targets
+            rest_logp[need] = torch.log_softmax(logits, -1).gather(-1, targets[:, None])[:, 0].to(need.device)
+            rest_hits[need] = (logits.argmax(-1) == targets).to(need.device)
         for j, (row, n, a) in enumerate(jobs):
             i = batch[row]
             out[f"loglik_{n}"][i] = token_logp[j].sum().item()

@@ -37,7 +37,7 @@ from torch import nn
 
 from cpbook import cache, console
 from cpbook.fit import FitSpec, default_device, fit
-from cpbook.llm.batching import encode, left_pad, pad_id, positions
+from cpbook.llm.batching import encode, input_device, left_pad, pad_id, positions
 from cpbook.llm.tune_config import DATA, DTYPE_NAMES, KIND, TuneConfig, cache_config, check_config
 from cpbook.provenance import provenance
 
@@ -76,11 +76,6 @@ def adapter_parameters(model: PeftModel) -> nn.ParameterDict:
     and what fit's checkpoints hold, nothing of the frozen model."""
     return nn.ParameterDict({name.replace(".", "__"): p for name, p in model.named_parameters()
                              if p.requires_grad})
-
-
-def input_device(model: nn.Module) -> torch.device:
-    """Where the token ids go: the device of the input embeddings (the first of several GPUs)."""
-    return model.get_input_embeddings().weight.device
 
 
 # --- the loss and the training ------------------------------------------------------------------
