@@ -78,7 +78,11 @@ def cached(what: str, kind: str, config: dict, make: Callable[[Path], dict | Non
         seconds.append(time.perf_counter() - started)
         return record
 
-    folder = cache.build(kind, config, timed)
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:   # a data-parallel job: every rank trains, rank 0 writes
+        from .distributed import build_on_every_rank  # noqa: PLC0415  imports torch: only such a job needs it
+        folder = build_on_every_rank(kind, config, timed)
+    else:
+        folder = cache.build(kind, config, timed)
     if seconds:
         say(f"{what}: {verb} now, {duration(seconds[0])}")
     elif folder not in _from_cache:

@@ -7,6 +7,13 @@ plus a checkpoint of the trainable parameters and the AdamW state, makes resume 
 that is interrupted and started again ends with the same weights as one that never stopped.
 
 The learning rate warms up linearly and then follows a cosine down to a floor (`lr_at`).
+
+On a GPU the loop uses what the device has (`fast_math`): TF32 matmuls, and the forward pass under
+bf16 autocast (CPBOOK_PRECISION=fp32 turns it off); the loss is read back to the host only at the
+steps the history records, so a step does not wait for the device. On the CPU none of this
+applies and the numbers are those the stored chapters were made with. Under torchrun or
+accelerate launch (`cpbook.distributed`), rank 0 alone writes checkpoints and shows progress,
+and the recorded loss is the mean over the ranks.
 """
 from __future__ import annotations
 
@@ -19,18 +26,39 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+import os
+from contextlib import nullcontext
+
 import torch
 from safetensors import safe_open
 from torch import nn
 
-from cpbook import cache, console
+from cpbook import cache, console, distributed
 
 CHECKPOINT_FILE = "checkpoint.safetensors"
 
 
 def default_device() -> torch.device:
-    """A GPU when there is one (the `paper` preset and the 7B models want it), else the CPU."""
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    """A GPU when there is one (the `paper` preset and the 7B models want it), else the CPU; under
+    torchrun, this rank's GPU (`distributed.device`)."""
+    return distributed.device()
+
+
+def fast_math(device: torch.device):
+    """What the forward pass runs under on `device`: bf16 autocast on a GPU that has it (unless
+    CPBOOK_PRECISION=fp32), with TF32 matmuls switched on; on the CPU, nothing (fp32 throughout)."""
+    if device.type != "cuda":
+        return nullcontext()
+    torch.backends.cuda.matmul.allow_tf32 = True
+    torch.backends.cudnn.allow_tf32 = True
+    if os.environ.get("CPBOOK_PRECISION", "bf16") == "fp32" or not torch.cuda.is_bf16_supported():
+        return nullcontext()
+    return torch.autocast("cuda", dtype=torch.bfloat16)
+
+
+def precision(device: torch.device) -> str:
+    """'bf16 autocast' or 'fp32': what `fast_math` trains with on `device` (recorded with a model)."""
+    return "fp32" if isinstance(fast_math(device), nullcontext) else "bf16 autocast"
 
 
 @dataclass(frozen=True)
@@ -44,6 +72,7 @@ class FitSpec:
     checkpoint_every: int = 500
     record_every: int = 1          # a history entry every this many steps (and at the last step)
     monitor_every: int = 0         # call `monitor` every this many steps (0: only before the first)
+    grad_clip: float = 0.0         # clip the gradients' global norm to this (0: no clipping)
 
 
 # --- the schedule -----------------------------------------------------------------------------
@@ -85,6 +114,8 @@ def save_checkpoint(path: Path, trainable: nn.Module, optimizer: torch.optim.Opt
                     history: list[dict]) -> None:
     """One safetensors file: the trainable parameters (a whole model, or a ParameterDict of the
     adapters), the optimizer state, and the step count and history in its metadata."""
+    if not distributed.is_main():   # every rank holds the same weights and state: rank 0 writes them
+        return
     tensors = {f"model.{k}": v for k, v in trainable.state_dict().items()}
     tensors.update(optimizer_tensors(optimizer))
     cache.save_tensors(path, tensors, metadata={"step": str(step), "history": json.dumps(history)}, checked=True)
@@ -182,9 +213,9 @@ def fit(model: nn.Module, loss_fn: Callable[[int], torch.Tensor], spec: FitSpec,
     if start:
         console.say(f"{desc}: resuming from the checkpoint at step {start} of {spec.steps}")
     model.train()
-    bar = console.progress(range(start, end), show=progress, desc=desc, initial=start, total=spec.steps,
-                           mininterval=2.0)
-    running = None
+    bar = console.progress(range(start, end), show=progress and distributed.is_main(), desc=desc, initial=start,
+                           total=spec.steps, mininterval=2.0)
+    forward_under = fast_math(next(trainable.parameters()).device)
     # `done`: steps whose update and records are complete, or None while the optimizer moves the
     # weights (a checkpoint then would hold weights of no step count); `saved`: the steps the
     # checkpoint holds (None: no run_dir, no checkpoint)
@@ -199,17 +230,20 @@ def fit(model: nn.Module, loss_fn: Callable[[int], torch.Tensor], spec: FitSpec,
                 lr = lr_at(step, spec.lr, spec.warmup_steps, spec.steps, spec.floor_ratio)
                 for group in optimizer.param_groups:
                     group["lr"] = lr
-                loss = loss_fn(step)
+                with forward_under:
+                    loss = loss_fn(step)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
+                if spec.grad_clip:
+                    nn.utils.clip_grad_norm_(trainable.parameters(), spec.grad_clip)
                 done = None
                 optimizer.step()
 
-                value = loss.item()
-                running = value if running is None else 0.98 * running + 0.02 * value
+                # read back only when recorded: on a GPU, .item() makes the host wait for the step
                 if step % spec.record_every == 0 or step == spec.steps - 1:
+                    value = distributed.mean(loss.detach()).item()
                     history.append({"step": step, "loss": value, "lr": lr})
-                    bar.set_postfix(loss=f"{running:.3f}", refresh=False)
+                    bar.set_postfix(loss=f"{value:.3f}", refresh=False)
                 if monitor is not None and spec.monitor_every and (step + 1) % spec.monitor_every == 0:
                     history.append({"step": step + 1, "monitor": monitor(step + 1)})
                     model.train()

@@ -14,8 +14,8 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from .. import cache, console
-from ..fit import CHECKPOINT_FILE, default_device, saved_step
+from .. import cache, console, distributed
+from ..fit import CHECKPOINT_FILE, default_device, precision, saved_step
 from ..provenance import provenance
 from .config import FinetuneConfig, SyntheticConfig
 from .evaluate import eval_prompts, predict
@@ -39,6 +39,14 @@ class Pretrained:
 
 def _weights_file_sha256(run_dir: Path) -> str:
     return cache.sha256_file(run_dir / "model.safetensors")
+
+
+def how_trained(model: InContextRegressor) -> dict:
+    """What the entry of a model records of how it was trained: the ranks of a data-parallel job
+    (each drew its own slice of every batch) and the precision. The key does not hold them, so
+    `cpbook run` finds a model trained under torchrun; a rerun on one process differs in data order."""
+    device = next(model.parameters()).device
+    return {"world_size": distributed.world_size(), "device": device.type, "precision": precision(device)}
 
 
 def build_model(cfg: SyntheticConfig) -> InContextRegressor:
@@ -76,7 +84,7 @@ def pretrained(cfg: SyntheticConfig, progress: bool = True) -> Pretrained:
         cache.save_tensors(folder / "tasks.safetensors", {"tasks": tasks})
         cache.save_tensors(folder / "model.safetensors", model.state_dict())
         return {"history": history, "n_params": model.n_params(),
-                "train_seconds": round(time.time() - started, 1), **provenance()}
+                "train_seconds": round(time.time() - started, 1), **how_trained(model), **provenance()}
 
     run = console.cached("pretrained model", "pretrain", key, make)
     meta = cache.read_entry(run)
@@ -217,19 +225,21 @@ def finetuned(cfg: SyntheticConfig, ft: FinetuneConfig, progress: bool = True) -
         held_out = monitor_errors(cfg, base.tasks)
 
         def monitor(m, steps_done: int) -> dict:
-            if steps_done:
+            if steps_done and distributed.is_main():   # in a data-parallel job, rank 0 writes
                 cache.save_tensors(_snapshot(work, steps_done), m.state_dict(), checked=True)
             return held_out(m, steps_done)
 
         model, history = finetune_model(cfg, ft, base, run_dir=work, progress=progress, desc=desc,
                                         monitor=monitor, monitor_every=ft.monitor_every)
+        if not distributed.is_main():   # the other ranks took part in the training; rank 0 makes the entry
+            return {}
         cache.save_tensors(folder / "model.safetensors", model.state_dict())
         for steps in monitored_steps(ft):     # the entry holds every snapshot, or is not made
             snapshot = _snapshot(work, steps)
             if not cache.intact(snapshot):    # damaged while the run went on: a rerun makes it again
                 raise RuntimeError(f"the saved model {snapshot} is missing or damaged: run again to make it")
             shutil.copyfile(snapshot, folder / snapshot.name)
-        return {"history": history, **provenance()}
+        return {"history": history, **how_trained(model), **provenance()}
 
     run = console.cached(describe_finetune(ft), "finetune", key, make)
     return Finetuned(model=_load(build_model(cfg), run), tasks=tasks, history=cache.read_entry(run)["history"],

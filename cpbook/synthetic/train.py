@@ -7,15 +7,25 @@ ends with the same weights as one that was never interrupted.
 
 Loss: squared error at every prefix position k = 0..k_max, averaged over positions and prompts
 (the paper sums over prefixes; the mean only rescales the learning rate).
+
+Under torchrun or accelerate launch (`cpbook.distributed`) with W ranks, rank r draws its own
+batch_size / W prompts of step t, named by (data_seed, "train", t, "rank", r, "of", W), and the
+model is wrapped in DistributedDataParallel, which all-reduces the gradients: the step is that of
+one process on the W slices together (`rank_batch`). One process draws as it always has.
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
+from torch.nn.parallel import DistributedDataParallel
+
+from .. import distributed
 from ..fit import FitSpec, fit
 from .model import InContextRegressor, model_device
-from .tasks import Prior, sample_prompts
+from .tasks import Prior, Prompts, sample_prompts
 
 RECORD_EVERY = 50   # steps between loss entries in the history (and the last step)
 
@@ -31,6 +41,20 @@ class TrainSpec:
     weight_decay: float = 0.0
     min_lr_ratio: float = 0.1     # the cosine decays to lr * min_lr_ratio (1: constant after warm-up)
     checkpoint_every: int = 500
+    grad_clip: float = 0.0        # clip the gradients' global norm to this (0: no clipping)
+
+
+def rank_batch(prior: Prior, spec: TrainSpec, n_points: int, step: int, rank: int = 0, world: int = 1) -> Prompts:
+    """The prompts rank `rank` of `world` trains on at `step` (one process: the whole batch)."""
+    if world == 1:
+        return sample_prompts(prior, spec.batch_size, n_points, spec.sigma, spec.data_seed, "train", step)
+    return sample_prompts(prior, spec.batch_size // world, n_points, spec.sigma, spec.data_seed, "train", step,
+                          "rank", rank, "of", world)
+
+
+def compiled() -> bool:
+    """CPBOOK_COMPILE=1: train through torch.compile (worth it on a GPU, for long runs)."""
+    return os.environ.get("CPBOOK_COMPILE", "0") == "1"
 
 
 def train(model: InContextRegressor, prior: Prior, spec: TrainSpec, run_dir: Path | None = None,
@@ -46,16 +70,25 @@ def train(model: InContextRegressor, prior: Prior, spec: TrainSpec, run_dir: Pat
     errors; chapter 8's dose runs also save the model at chosen steps).
     """
     device = model_device(model)
+    world, rank = distributed.world_size(), distributed.rank()
+    if spec.batch_size % world:
+        raise ValueError(f"a batch of {spec.batch_size} prompts does not split evenly over {world} ranks")
+    net = model
+    if world > 1:
+        distributed.setup()
+        net = DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
+    if compiled():
+        net = torch.compile(net)
 
     def loss_at(step: int):
-        batch = sample_prompts(prior, spec.batch_size, model.n_points, spec.sigma, spec.data_seed, "train", step)
+        batch = rank_batch(prior, spec, model.n_points, step, rank, world)
         xs, ys = batch.xs.to(device), batch.ys.to(device)   # prompts are drawn on the CPU: same data on any device
-        return ((model(xs, ys) - ys) ** 2).mean()
+        return ((net(xs, ys) - ys) ** 2).mean()
 
     fit_spec = FitSpec(steps=spec.steps, lr=spec.lr, warmup_steps=spec.warmup_steps,
                        floor_ratio=spec.min_lr_ratio, weight_decay=spec.weight_decay,
                        checkpoint_every=spec.checkpoint_every, record_every=RECORD_EVERY,
-                       monitor_every=monitor_every)
+                       monitor_every=monitor_every, grad_clip=spec.grad_clip)
     watch = None if monitor is None else (lambda steps_done: monitor(model, steps_done))
     return fit(model, loss_at, fit_spec, run_dir=run_dir, stop_after=stop_after, monitor=watch,
                progress=progress, desc=desc)
