@@ -134,6 +134,19 @@ def parameters_cell(stem: str) -> str:
     return "\n".join(lines)
 
 
+def synthetic_configs(stem: str, values: dict) -> tuple | None:
+    """The (pretraining, fine-tuning) configs chapter `stem` trains with these parameters (the
+    fine-tuning one None for a chapter that only pretrains); None for a chapter of the language
+    models, which reads stored results."""
+    groups = [cls for cls, _ in CHAPTERS[stem]]
+    if SyntheticConfig not in groups:
+        return None
+    given = {**default_values(stem), **values}
+    synthetic = set(specs(Preset)) | set(specs(SyntheticConfig)) | set(specs(FinetuneConfig))
+    cfg, ft = make_configs(**{k: v for k, v in given.items() if k in synthetic})
+    return cfg, (ft if FinetuneConfig in groups else None)
+
+
 def check_values(stem: str, values: dict) -> None:
     """Raise ParameterError or ValueError, as the chapter's first cell would, before any work:
     unknown names, wrong types, values out of range, unknown models or languages."""

@@ -2,6 +2,9 @@
 
     cpbook list [CHAPTER]                  the chapters, or one chapter's parameters
     cpbook run CHAPTER -p NAME VALUE ...   rerun a chapter with other parameters
+    cpbook sweep CHAPTER -p NAME V1,V2 ... run a chapter over a grid of values and seeds (submitit)
+    cpbook train CHAPTER -p NAME VALUE ... train a chapter's synthetic models into the cache
+                                           (also under torchrun or accelerate launch)
     cpbook score TASK MODEL [options]      score a language model on a task, store the rows
     cpbook tune MODEL                      build (or find in the cache) a model tuned here
 
@@ -27,8 +30,8 @@ import sys
 import textwrap
 from pathlib import Path
 
-from .chapters import CHAPTERS, check_values, default_values, preset_values
-from .console import duration
+from .chapters import CHAPTERS, check_values, default_values, preset_values, synthetic_configs
+from .console import ENV, duration
 from .llm.registry import ModelUnavailable, tuned_models
 from .llm.tasks import TASKS
 from .params import add_options, specs
@@ -160,6 +163,102 @@ def add_score_parser(sub) -> None:
         add_options(one, task.run_type)
 
 
+def add_sweep_parser(sub) -> None:
+    from .sweep import EXECUTORS  # noqa: PLC0415  light; kept beside the command it serves
+    sweep = sub.add_parser(
+        "sweep", help="run a chapter over a grid of parameter values and training seeds (submitit)",
+        description="Run a chapter once per point of a grid (every combination of the -p values, "
+                    "times --seeds training seeds), each point a papermill run into "
+                    "runs/<chapter>/<point>.ipynb submitted through submitit, and write every point's "
+                    "glued results to runs/<chapter>/sweep.csv. Every point is checked before any is "
+                    "submitted; a point that fails does not stop the others; the same command again "
+                    "skips the points that ended and resumes the others from their checkpoints.")
+    sweep.add_argument("chapter", help="chapter name or number, e.g. 02")
+    sweep.add_argument("-p", "--parameter", nargs=2, action="append", default=[], metavar=("NAME", "VALUES"),
+                       help="a parameter and its values, comma-separated (1e-4,1e-3; a list value in "
+                            "brackets: [1,2],[3]); one value fixes it for every point; repeat for more")
+    sweep.add_argument("--seeds", type=int, default=1,
+                       help="training seeds per point: init_seed, data_seed and ft_data_seed plus 0..N-1 "
+                            "(the tasks and evaluation prompts stay fixed; seed 0 is the stored chapter)")
+    sweep.add_argument("--executor", choices=EXECUTORS, default="local",
+                       help="submitit's executor: local (this machine, default), slurm, or debug (one "
+                            "point after another in this process)")
+    sweep.add_argument("--workers", type=int, default=1, help="points run at a time (default 1)")
+    sweep.add_argument("--threads", type=int, default=0,
+                       help="CPU threads per point (default: this machine's cores over --workers; on "
+                            "slurm also the cores each job asks for)")
+    sweep.add_argument("--partition", help="slurm: the partition")
+    sweep.add_argument("--time", type=int, default=240, dest="time_min",
+                       help="minutes a point may run before it is stopped (slurm's time limit; default 240)")
+    sweep.add_argument("--gpus", type=int, help="GPUs per point (slurm default 0; local: all of this machine's)")
+    sweep.add_argument("-o", "--output", type=Path, help="the sweep's folder (default runs/<chapter>/)")
+    sweep.add_argument("-y", "--yes", action="store_true",
+                       help=f"start even when the training is estimated at more than {duration(LONG_RUN_S)} "
+                            "on this machine (local executor, no GPU)")
+
+
+def sweep_chapter(args) -> int:
+    """`cpbook sweep`: every point checked (as `cpbook run` checks), then submitted."""
+    from . import sweep  # noqa: PLC0415  light; kept beside the command it serves
+    path = find_chapter(args.chapter)
+    for name, value in (("--workers", args.workers), ("--threads", args.threads + 1), ("--time", args.time_min)):
+        if value < 1:
+            raise SystemExit(f"cpbook sweep: {name} must be at least {1 if name != '--threads' else 0}")
+    if args.executor != "slurm" and args.partition:
+        raise SystemExit(f"cpbook sweep: --partition is for --executor slurm, not {args.executor}")
+    try:
+        points = sweep.grid(path.stem, args.parameter, args.seeds)
+        sweep.check_points(path.stem, points)
+    except (ValueError, FileNotFoundError) as err:   # a bad grid, parameter, model or language
+        raise SystemExit(f"cpbook sweep: {path.stem}: {shorter(err)}") from None
+    if args.executor == "slurm" and not shutil.which("srun"):
+        raise SystemExit(f"cpbook sweep: {path.stem}: --executor slurm, but no SLURM here (submitit finds no srun "
+                         f"on PATH): run it on a cluster's login node, or use --executor local")
+    if args.executor != "slurm":
+        from .estimate import check_training_time  # noqa: PLC0415  imports torch: only a local sweep needs it
+        from .execute import LOOPBACK_HINT, loopback_problem  # noqa: PLC0415
+        problem = loopback_problem()
+        if problem:
+            raise SystemExit(f"cpbook sweep: {path.stem}: cannot start the chapter's kernel ({problem}): {LOOPBACK_HINT}")
+        check_training_time(path.stem, [p.values for p in points], args.yes, LONG_RUN_S, args.workers)
+    options = sweep.ExecutorOptions(kind=args.executor, workers=args.workers, threads=args.threads,
+                                    partition=args.partition, time_min=args.time_min, gpus=args.gpus)
+    folder = (args.output or Path("runs") / path.stem).resolve()
+    sweep.sweep(path.stem, points, folder, options)
+    return 0
+
+
+def train_chapter(args) -> int:
+    """`cpbook train`: the chapter's parameters checked, then its models built in the cache."""
+    path = find_chapter(args.chapter)
+    values = {name: parse_value(value) for name, value in args.parameter}
+    try:
+        check_values(path.stem, values)
+        configs = synthetic_configs(path.stem, values)
+    except (ValueError, FileNotFoundError) as err:
+        raise SystemExit(f"cpbook train: {path.stem}: {shorter(err)}") from None
+    if configs is None:
+        raise SystemExit(f"cpbook train: {path.stem} trains no model (it reads stored results): "
+                         f"cpbook tune builds the language models tuned here")
+    main_rank = os.environ.get("RANK", "0") == "0"
+    if main_rank:   # the training's bars and messages on this terminal (`cpbook.console`); once per job
+        os.environ.setdefault(ENV, "/dev/stderr")
+    if args.compile:
+        os.environ["CPBOOK_COMPILE"] = "1"
+    from . import distributed  # noqa: PLC0415  these import torch: only a training run needs them
+    from .synthetic import runs  # noqa: PLC0415
+    cfg, ft = configs
+    runs.pretrained(cfg)
+    if ft is not None:
+        runs.finetuned(cfg, ft)
+    distributed.teardown()
+    if main_rank:
+        given = " ".join(f"-p {name} {value}" for name, value in args.parameter)
+        print(f"cpbook: the models of {path.stem} are in the cache; `cpbook run {path.stem.split('_')[0]} {given}` "
+              f"uses them")
+    return 0
+
+
 def _cut(text: str, limit: int) -> str:
     return text if len(text) <= limit else f"{text[:limit // 2]}...{text[-(limit // 2):]}"
 
@@ -199,6 +298,18 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("-y", "--yes", action="store_true",
                      help=f"start even when the training is estimated at more than {duration(LONG_RUN_S)} "
                           "on this machine (no GPU)")
+    add_sweep_parser(sub)
+    train = sub.add_parser(
+        "train", help="train the synthetic models a chapter needs into the cache (torchrun: data-parallel)",
+        description="Train the models a synthetic chapter needs and the cache does not hold (its pretrained "
+                    "model and, for a chapter that fine-tunes, its fine-tuned one), so that `cpbook run` "
+                    "with the same parameters finds them. Under torchrun or accelerate launch every "
+                    "process trains one slice of each batch on its own device, e.g. "
+                    "torchrun --standalone --nproc_per_node=8 -m cpbook.cli train 01 -p preset paper")
+    train.add_argument("chapter", help="chapter name or number, e.g. 01")
+    train.add_argument("-p", "--parameter", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),
+                       help="a parameter of the chapter (see cpbook list); repeat for more")
+    train.add_argument("--compile", action="store_true", help="train through torch.compile (for a GPU)")
     add_score_parser(sub)
     tune = sub.add_parser("tune", help="build a model the book tunes here (cached; resumes if interrupted)")
     tune.add_argument("model", help="a registered tuned model, e.g. gemma-3-270m-code")
@@ -211,6 +322,10 @@ def main(argv: list[str] | None = None) -> int:
         del options["command"]
         return score_task(options.pop("task"), options)
 
+    if args.command == "train":
+        return train_chapter(args)
+    if args.command == "sweep":
+        return sweep_chapter(args)
     if args.command == "list":
         try:
             print(describe(find_chapter(args.chapter).stem) if args.chapter else overview())

@@ -10,13 +10,11 @@ import functools
 import sys
 
 from . import performance
-from .chapters import CHAPTERS, default_values
+from .chapters import synthetic_configs
 from .console import duration
 from .fit import default_device
 from .machine import matmul_peak
-from .params import specs
 from .synthetic import runs
-from .synthetic.config import FinetuneConfig, Preset, SyntheticConfig, make_configs
 
 MFU_IF_UNMEASURED = 0.3  # the share of the matmul peak training reaches, when bench/ has not measured it
 
@@ -25,13 +23,8 @@ def training_plan(stem: str, values: dict) -> dict[str, tuple[int, float]]:
     """The models chapter `stem` trains with these (checked) parameters because the cache does not
     hold them: {what: (steps, FLOPs per step)} (`runs.training_flops`). A chapter of the language
     models reads stored results: nothing."""
-    groups = [cls for cls, _ in CHAPTERS[stem]]
-    if SyntheticConfig not in groups:
-        return {}
-    given = {**default_values(stem), **values}
-    synthetic = set(specs(Preset)) | set(specs(SyntheticConfig)) | set(specs(FinetuneConfig))
-    cfg, ft = make_configs(**{k: v for k, v in given.items() if k in synthetic})
-    return runs.training_flops(cfg, ft if FinetuneConfig in groups else None)
+    configs = synthetic_configs(stem, values)
+    return {} if configs is None else runs.training_flops(*configs)
 
 
 def training_seconds(plan: dict[str, tuple[int, float]], peak_flops: float, mfu: float) -> float:
@@ -65,21 +58,29 @@ def confirm(question: str) -> bool:
         return False
 
 
-def check_training_time(stem: str, values: dict, yes: bool, limit_s: float) -> None:
+def check_training_time(stem: str, values: dict | list[dict], yes: bool, limit_s: float, workers: int = 1) -> None:
     """Say what the run will train and, without a GPU, about how long that takes on this machine;
-    a run beyond `limit_s` seconds starts only if confirmed on a terminal or given --yes."""
-    plan = training_plan(stem, values)
-    if not plan or default_device().type == "cuda":
+    a run beyond `limit_s` seconds starts only if confirmed on a terminal or given --yes. A list
+    of values is a sweep's points, run `workers` at a time (a model two points share is counted
+    for each, so the estimate is an upper bound)."""
+    points = values if isinstance(values, list) else [values]
+    plans = [training_plan(stem, v) for v in points]
+    if not any(plans) or default_device().type == "cuda":
         return
     peak, mfu = quick_peak() * 1e9, stored_mfu()
-    seconds = training_seconds(plan, peak, mfu)
+    seconds = sum(training_seconds(plan, peak, mfu) for plan in plans) / max(1, min(workers, len(points)))
     say = sys.stderr.write
-    say(f"cpbook: not in the cache, so trained now: {', '.join(plan)}\n"
-        f"cpbook: about {duration(seconds)} of training on this machine (no GPU; {mfu:.0%} of the "
-        f"{peak / 1e9:.0f} GFLOP/s matmul peak measured now)\n")
+    if isinstance(values, list):
+        say(f"cpbook: {sum(map(bool, plans))} of {len(points)} points train models not in the cache\n"
+            f"cpbook: at most about {duration(seconds)} of training on this machine at {workers} at a time "
+            f"(no GPU; {mfu:.0%} of the {peak / 1e9:.0f} GFLOP/s matmul peak measured now)\n")
+    else:
+        say(f"cpbook: not in the cache, so trained now: {', '.join(plans[0])}\n"
+            f"cpbook: about {duration(seconds)} of training on this machine (no GPU; {mfu:.0%} of the "
+            f"{peak / 1e9:.0f} GFLOP/s matmul peak measured now)\n")
     if seconds <= limit_s:
         return
-    for_gpu = " the 'paper' preset is meant for a GPU;" if values.get("preset") == "paper" else ""
+    for_gpu = " the 'paper' preset is meant for a GPU;" if any(v.get("preset") == "paper" for v in points) else ""
     say(f"cpbook: warning: that is more than {duration(limit_s)};{for_gpu} "
         f"an interrupted run resumes from its last checkpoint\n")
     if not (yes or confirm("Start anyway? [y/N] ")):

@@ -215,12 +215,13 @@ def hide_traceback(kind, value, tb) -> None:
         sys.__excepthook__(kind, value, tb)
 
 
-def run_chapter(path: Path, values: dict, output: Path) -> None:
+def run_chapter(path: Path, values: dict, output: Path, failed_as: Path | None = None) -> None:
     """Execute the notebook at `path` with `values` into `output`, showing progress on stderr.
 
     papermill saves as it goes: the run goes into a hidden file beside the output (named with
     this process's id), moved into place only on success, so a failed or interrupted run never
-    replaces a good notebook; it is kept as runs/<chapter>.failed.ipynb. The one a killed run
+    replaces a good notebook; it is kept as `failed_as`, by default
+    runs/<chapter>.failed.ipynb. The one a killed run
     leaves there is removed by the next run of the same output (`remove_stale_runs`). A failure
     or interruption is explained in one message on stderr and its exception raised again for the
     caller (a KeyboardInterrupt for an interrupted run), marked so that, when nothing catches
@@ -239,7 +240,7 @@ def run_chapter(path: Path, values: dict, output: Path) -> None:
                                 # over TCP, and an error when jupyter_client interrupts it to shut it down
                                 extra_arguments=["--IPKernelApp.log_level=CRITICAL"])
     except BaseException as err:
-        failed = Path("runs") / f"{path.stem}.failed.ipynb"
+        failed = failed_as or Path("runs") / f"{path.stem}.failed.ipynb"
         if running.exists():
             failed.parent.mkdir(parents=True, exist_ok=True)
             os.replace(running, failed)
