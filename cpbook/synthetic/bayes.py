@@ -26,6 +26,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from ..distributed import device as training_device
+
 
 def _exclusive_cumsum(t: torch.Tensor, dim: int = 1) -> torch.Tensor:
     """Sums over positions strictly before each position (position 0 gets 0)."""
@@ -63,10 +65,10 @@ def _ridge_parts(xs, ys, sigma, tau):
     B, K, d = xs.shape
     lam = sigma**2 / tau**2
     b = _exclusive_cumsum(xs * ys[..., None])                       # (B, K, d)
-    inv = torch.eye(d, dtype=xs.dtype).repeat(B, 1, 1) / lam        # A^-1 before any pair
-    logdet = torch.full((B,), d * math.log(lam), dtype=xs.dtype)
+    inv = torch.eye(d, dtype=xs.dtype, device=xs.device).repeat(B, 1, 1) / lam   # A^-1 before any pair
+    logdet = torch.full((B,), d * math.log(lam), dtype=xs.dtype, device=xs.device)
     w = torch.empty_like(b)
-    logdet_A = torch.empty(B, K, dtype=xs.dtype)
+    logdet_A = torch.empty(B, K, dtype=xs.dtype, device=xs.device)
     for k in range(K):
         w[:, k] = (inv @ b[:, k, :, None])[..., 0]
         logdet_A[:, k] = logdet
@@ -98,20 +100,27 @@ def discrete_posterior(xs, ys, tasks, sigma: float) -> torch.Tensor:
 CHUNK = 256
 
 
-def bayes_predictions(xs, ys, tasks, sigma: float, tau: float, alpha: float) -> BayesPredictions:
-    """Ridge, discrete regression and the Bayes mixture at every prefix of every prompt."""
-    xs, ys, tasks = xs.double(), ys.double(), tasks.double()
+def bayes_predictions(xs, ys, tasks, sigma: float, tau: float, alpha: float,
+                      device: torch.device | str | None = None) -> BayesPredictions:
+    """Ridge, discrete regression and the Bayes mixture at every prefix of every prompt,
+    computed on `device` (default: the training device, a GPU when there is one) and returned
+    on the device of `xs`."""
+    home = xs.device
+    device = training_device() if device is None else torch.device(device)
+    xs, ys, tasks = (t.to(device, torch.float64) for t in (xs, ys, tasks))
     if xs.shape[0] > CHUNK:
         parts = [_bayes_block(xs[i:i + CHUNK], ys[i:i + CHUNK], tasks, sigma, tau, alpha)
                  for i in range(0, xs.shape[0], CHUNK)]
-        return BayesPredictions(*(torch.cat([getattr(p, f.name) for p in parts])
-                                  for f in dataclasses.fields(BayesPredictions)))
-    return _bayes_block(xs, ys, tasks, sigma, tau, alpha)
+        out = BayesPredictions(*(torch.cat([getattr(p, f.name) for p in parts])
+                                 for f in dataclasses.fields(BayesPredictions)))
+    else:
+        out = _bayes_block(xs, ys, tasks, sigma, tau, alpha)
+    return BayesPredictions(*(getattr(out, f.name).to(home) for f in dataclasses.fields(BayesPredictions)))
 
 
 def _bayes_block(xs, ys, tasks, sigma: float, tau: float, alpha: float) -> BayesPredictions:
     n_tasks, d = tasks.shape
-    k = torch.arange(xs.shape[1], dtype=xs.dtype)                   # examples before each position
+    k = torch.arange(xs.shape[1], dtype=xs.dtype, device=xs.device)   # examples before each position
 
     w_ridge, b, logdet_A = _ridge_parts(xs, ys, sigma, tau)
     sq = _discrete_sq_residuals(xs, ys, tasks)
