@@ -224,7 +224,12 @@ def sweep_chapter(args) -> int:
     options = sweep.ExecutorOptions(kind=args.executor, workers=args.workers, threads=args.threads,
                                     partition=args.partition, time_min=args.time_min, gpus=args.gpus)
     folder = (args.output or Path("runs") / path.stem).resolve()
-    sweep.sweep(path.stem, points, folder, options)
+    try:
+        sweep.sweep(path.stem, points, folder, options)
+    except KeyboardInterrupt:   # the points stopped at their checkpoints (local) or run on (slurm)
+        ended = sum(sweep.ended(folder, p) for p in points)
+        raise SystemExit(f"cpbook sweep: interrupted with {ended} of {len(points)} points ended; the same "
+                         f"command again runs the others, resuming their training from its checkpoints") from None
     return 0
 
 

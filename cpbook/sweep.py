@@ -328,6 +328,10 @@ def run_sweep(chapter: str, points: list[Point], folder: Path, options: Executor
     except KeyboardInterrupt:
         bar.close()
         # the local jobs got the same Ctrl-C from the terminal: they stop at a checkpoint; wait for them
+        if options.kind == "slurm" and running:
+            ids = sorted({job.job_id.split("_")[0] for _, job in running})
+            _say(f"the SLURM jobs go on ({', '.join(ids)}): let them end, or scancel them, before running "
+                 f"the same sweep again")
         for point, job in running:
             if options.kind == "local":
                 job.wait()
