@@ -60,3 +60,26 @@ def scorer_table(record: dict) -> pd.DataFrame:
 
 def memory_table(record: dict) -> pd.DataFrame:
     return pd.DataFrame(record["rows"]).set_index("what").rename(columns={"peak_rss_mib": "peak RSS (MiB)"})
+
+
+def scale_out_table(record: dict) -> pd.DataFrame:
+    """Scaling out on one machine: a sweep's points side by side, and data-parallel ranks, each
+    against its one-at-a-time reference measured in the same run."""
+    sweep, ddp = record["sweep"], record["data_parallel"]
+    rows = [{"what": f"{sweep['points']}-point sweep of chapter 2 (s)",
+             "reference": f"1 worker x {sweep['threads_one_worker']} threads",
+             "reference value": sweep["one_worker_s"],
+             "scaled out": f"2 workers x {sweep['threads_per_worker']} thread(s)",
+             "scaled-out value": sweep["two_workers_s"], "time ratio": round(sweep["two_workers_s"] / sweep["one_worker_s"], 2)},
+            {"what": "cpu preset pretraining step, global batch 128 (ms)",
+             "reference": "1 process x 2 threads", "reference value": ddp["one_process_ms_per_step"],
+             "scaled out": "2 gloo ranks x 1 thread (torchrun)", "scaled-out value": ddp["two_ranks_ms_per_step"],
+             "time ratio": ddp["ddp_cost"]}]
+    return pd.DataFrame(rows).set_index("what")
+
+
+def gpu_table(record: dict) -> pd.DataFrame:
+    """The paper preset on one GPU (bench/gpu_paper_preset.py): step time and MFU."""
+    keys = ["device", "precision", "compiled", "steps", "ms_per_step", "achieved_tflops", "measured_bf16_peak_tflops",
+            "mfu_vs_measured_peak", "mfu_vs_datasheet_peak", "predict_seconds", "bayes_seconds"]
+    return pd.DataFrame([{k: record.get(k) for k in keys}]).set_index("device")
