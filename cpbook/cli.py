@@ -164,7 +164,7 @@ def add_score_parser(sub) -> None:
 
 
 def add_sweep_parser(sub) -> None:
-    from .sweep import EXECUTORS  # noqa: PLC0415  light; kept beside the command it serves
+    from . import sweep as sweep_module  # noqa: PLC0415  light; kept beside the command it serves
     sweep = sub.add_parser(
         "sweep", help="run a chapter over a grid of parameter values and training seeds (submitit)",
         description="Run a chapter once per point of a grid (every combination of the -p values, "
@@ -180,13 +180,13 @@ def add_sweep_parser(sub) -> None:
     sweep.add_argument("--seeds", type=int, default=1,
                        help="training seeds per point: init_seed, data_seed and ft_data_seed plus 0..N-1 "
                             "(the tasks and evaluation prompts stay fixed; seed 0 is the stored chapter)")
-    sweep.add_argument("--executor", choices=EXECUTORS, default="local",
+    sweep.add_argument("--executor", choices=sweep_module.EXECUTORS, default="local",
                        help="submitit's executor: local (this machine, default), slurm, or debug (one "
                             "point after another in this process)")
     sweep.add_argument("--workers", type=int, default=1, help="points run at a time (default 1)")
     sweep.add_argument("--threads", type=int, default=0,
                        help="CPU threads per point (default: this machine's cores over --workers; on "
-                            "slurm also the cores each job asks for)")
+                            f"slurm {sweep_module.SLURM_THREADS}, also the cores each job asks for)")
     sweep.add_argument("--partition", help="slurm: the partition")
     sweep.add_argument("--time", type=int, default=240, dest="time_min",
                        help="minutes a point may run before it is stopped (slurm's time limit; default 240)")

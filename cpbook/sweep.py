@@ -46,6 +46,7 @@ TRAINING_SEEDS = ("init_seed", "data_seed", "ft_data_seed")
 EXECUTORS = ("local", "slurm", "debug")
 ENDED = ("done", "claim failed")   # outcomes a rerun would repeat: skipped by the next sweep
 POLL_S = 1.0
+SLURM_THREADS = 4                  # CPU threads (and cores asked for) per point on SLURM, unless --threads
 
 
 class SweepError(ValueError):
@@ -248,7 +249,13 @@ class ExecutorOptions:
     cpus: int | None = None       # per job (slurm); None: threads
 
     def point_threads(self) -> int:
-        return self.threads or max(1, (os.cpu_count() or 1) // self.workers)
+        """Threads per point: as given; on SLURM, SLURM_THREADS (this machine's cores say nothing
+        of a node's); here, the cores over the workers."""
+        if self.threads:
+            return self.threads
+        if self.kind == "slurm":
+            return SLURM_THREADS
+        return max(1, (os.cpu_count() or 1) // self.workers)
 
 
 def make_executor(options: ExecutorOptions, logs: Path, name: str):

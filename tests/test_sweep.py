@@ -102,6 +102,13 @@ def test_slurm_gets_one_array_with_the_points_resources(tmp_path, monkeypatch):
     assert [j.job_id for j in jobs] == [f"4242_{i}" for i in range(4)]
 
 
+def test_threads_per_point_follow_the_executor(monkeypatch):
+    monkeypatch.setattr(os, "cpu_count", lambda: 16)
+    assert sweep.ExecutorOptions(kind="local", workers=4).point_threads() == 4
+    assert sweep.ExecutorOptions(kind="slurm", workers=4).point_threads() == sweep.SLURM_THREADS   # not this machine's
+    assert sweep.ExecutorOptions(kind="slurm", threads=8).point_threads() == 8
+
+
 def test_slurm_off_a_cluster_says_so_in_one_line(monkeypatch):
     monkeypatch.setenv("PATH", "/nonexistent")
     with pytest.raises(SystemExit) as err:
