@@ -9,14 +9,19 @@ and each number in it must agree with the stored one within
     |now - stored| <= ATOL + RTOL * |stored|,
 
 tolerances chosen from measurement: a chapter made on an Intel Xeon against the same chapter
-made on an AMD EPYC (the README's "Reproducibility across CPUs" gives the numbers).
+made on an AMD EPYC (the README's "Reproducibility across CPUs" gives the numbers). Where the
+chapter was also executed on this kind of CPU and that run stored (`cpbook.references`), the
+comparison is bit for bit against that run instead.
 """
 from __future__ import annotations
 
 import re
 
+from pathlib import Path
+
+from . import references
 from .notebooks import stored_numerics
-from .provenance import same_numerics
+from .provenance import numerics, same_numerics
 
 RTOL = 0.15
 ATOL = 0.05
@@ -67,7 +72,7 @@ def patch_nbval() -> None:
     a chapter that records none counts as made elsewhere) gets a second comparison of what nbval
     found different: `outputs_agree`, output by output."""
     # nbval is a test dependency: only the test run that calls this needs it
-    from nbval.plugin import IPyNbCell, transform_streams_for_comparison  # noqa: PLC0415
+    from nbval.plugin import IPyNbCell, coalesce_streams, transform_streams_for_comparison  # noqa: PLC0415
 
     if getattr(IPyNbCell.compare_outputs, "cpbook", False):
         return
@@ -88,6 +93,16 @@ def patch_nbval() -> None:
             return True
         made_with = stored_numerics(self.parent.nb)
         if same_numerics(made_with):
+            return False
+        here = numerics()
+        reference = references.outputs_for(Path(str(self.parent.fspath)).stem, here, self.cell_num, self.cell.source)
+        if reference is not None:   # executed on this kind of CPU too: bit for bit against that run
+            self.comparison_traceback = []
+            if bit_for_bit(self, test, coalesce_streams(reference), skip_compare):
+                return True
+            self.comparison_traceback.insert(0, (
+                f"Compared bit for bit with this chapter as executed on this kind of CPU "
+                f"({references.path_for(Path(str(self.parent.fspath)).stem, here).name}, cpbook.references):\n"))
             return False
         skip = skip_compare or self.parent.skip_compare
         now, stored = by_kind(test, skip, self.sanitize), by_kind(ref, skip, self.sanitize)

@@ -4,6 +4,7 @@ import subprocess
 import sys
 
 import nbformat
+import pytest
 
 from cpbook.agreement import ATOL, RTOL, numbers_close, outputs_agree, texts_agree
 from cpbook.provenance import numerics, same_numerics
@@ -67,3 +68,35 @@ def test_nbval_compares_bit_for_bit_here_and_within_tolerance_elsewhere(tmp_path
         assert f"{'PASSED' if passes else 'FAILED'} {name}.ipynb::Cell 0" in run.stdout, (name, run.stdout[-4000:])
     elsewhere_far = run.stdout[run.stdout.index("elsewhere_far.ipynb::Cell 0 _"):]
     assert "other CPU numerics" in elsewhere_far and "0.900 now against 0.574 stored" in elsewhere_far
+
+
+def test_a_reference_run_on_this_cpu_is_compared_bit_for_bit(tmp_path, monkeypatch):
+    """A chapter made elsewhere, also executed here and that run stored (cpbook.references): nbval
+    compares with that run bit for bit, far as it is from the stored chapter."""
+    from cpbook import references
+
+    monkeypatch.setenv("CPBOOK_REFERENCES", str(tmp_path / "numerics"))
+    elsewhere = {**numerics(), "cpu_vendor": "elsewhere"}
+    for name, printed in (("referenced", "error 0.900"), ("referenced_off", "error 0.901")):
+        _notebook(tmp_path / f"{name}.ipynb", printed, "error 0.574", elsewhere)     # as the book stores it
+        (tmp_path / "here").mkdir(exist_ok=True)
+        # what this machine printed for the same code: 0.900 (one chapter then prints 0.901 instead)
+        _notebook(tmp_path / "here" / f"{name}.ipynb", printed, "error 0.900", numerics())
+        references.record(tmp_path / "here" / f"{name}.ipynb", stored=tmp_path / f"{name}.ipynb")
+    (tmp_path / "pytest.ini").write_text("[pytest]\n")
+    run = subprocess.run([sys.executable, "-m", "pytest", "-p", "cpbook.agreement", "--nbval", "-p", "no:cacheprovider",
+                          "-rA", "referenced.ipynb", "referenced_off.ipynb"],
+                         cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert "PASSED referenced.ipynb::Cell 0" in run.stdout, run.stdout[-3000:]
+    assert "FAILED referenced_off.ipynb::Cell 0" in run.stdout
+    assert "executed on this kind of CPU" in run.stdout[run.stdout.index("referenced_off.ipynb::Cell 0 _"):]
+
+
+def test_a_reference_of_other_code_is_refused(tmp_path):
+    from cpbook import references
+
+    _notebook(tmp_path / "chapter.ipynb", "a", "a", None)
+    (tmp_path / "run").mkdir()
+    _notebook(tmp_path / "run" / "chapter.ipynb", "b", "b", numerics())
+    with pytest.raises(ValueError, match="does not run the code of"):
+        references.record(tmp_path / "run" / "chapter.ipynb", stored=tmp_path / "chapter.ipynb")
