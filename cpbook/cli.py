@@ -228,8 +228,9 @@ def sweep_chapter(args) -> int:
         sweep.sweep(path.stem, points, folder, options)
     except KeyboardInterrupt:   # the points stopped at their checkpoints (local) or run on (slurm)
         ended = sum(sweep.ended(folder, p) for p in points)
-        raise SystemExit(f"cpbook sweep: interrupted with {ended} of {len(points)} points ended; the same "
-                         f"command again runs the others, resuming their training from its checkpoints") from None
+        print(f"cpbook sweep: interrupted with {ended} of {len(points)} points ended; the same command again "
+              f"runs the others, resuming their training from its checkpoints", file=sys.stderr)
+        return 130   # as a command stopped by Ctrl-C ends
     return 0
 
 
