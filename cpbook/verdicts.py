@@ -15,6 +15,11 @@ from .stats import Interval
 REPRODUCED, PARTLY, NOT_REPRODUCED, INVERTED = "reproduced", "partly", "not reproduced", "inverted"
 VERDICTS = (REPRODUCED, PARTLY, NOT_REPRODUCED, INVERTED)
 
+# The vocabulary of a severe test (`severe`, `severe_combined`): an interval can also show an
+# effect too small to matter (null), or be too wide, or rest on a failed prerequisite, to say.
+NULL, INCONCLUSIVE, MIXED = "null", "inconclusive", "mixed"
+SEVERE = (REPRODUCED, INVERTED, NULL, INCONCLUSIVE, MIXED, PARTLY)
+
 
 def by_sign(iv: Interval, paper_sign: int = 1) -> str:
     """The paper reports an effect of sign `paper_sign` (+1 or -1): reproduced when our interval
@@ -27,6 +32,44 @@ def by_sign(iv: Interval, paper_sign: int = 1) -> str:
     if high < 0:
         return INVERTED
     return NOT_REPRODUCED
+
+
+def severe(iv: Interval, smallest_effect: float, paper_sign: int = 1, prerequisite: bool = True) -> str:
+    """One part of a claim, read from an interval that includes the run-to-run variation:
+    reproduced (wholly on the paper's side of zero) or inverted (wholly on the other); null
+    (wholly inside +-`smallest_effect`, the smallest effect of interest, stated per claim before
+    looking); inconclusive (none of these, or `prerequisite` false: e.g. the base model does not
+    do the task, so a drop cannot be read)."""
+    if paper_sign not in (1, -1):
+        raise ValueError(f"paper_sign must be +1 or -1, not {paper_sign!r}")
+    if not smallest_effect > 0:
+        raise ValueError(f"the smallest effect of interest must be positive, not {smallest_effect!r}")
+    if not prerequisite:
+        return INCONCLUSIVE
+    low, high = sorted((paper_sign * iv.low, paper_sign * iv.high))
+    if low > 0:
+        return REPRODUCED
+    if high < 0:
+        return INVERTED
+    if -smallest_effect < low and high < smallest_effect:
+        return NULL
+    return INCONCLUSIVE
+
+
+def severe_combined(parts: list[str]) -> str:
+    """One verdict over a claim's parts, each from `severe`: the parts' verdict when they agree;
+    mixed when some part is inverted and another is not (an inversion is never folded into
+    "partly"); partly when some are reproduced and the rest null or inconclusive; inconclusive
+    for null and inconclusive parts together."""
+    if not parts or any(p not in (REPRODUCED, INVERTED, NULL, INCONCLUSIVE) for p in parts):
+        raise ValueError(f"parts must be verdicts of severe(), not {parts!r}")
+    if len(set(parts)) == 1:
+        return parts[0]
+    if INVERTED in parts:
+        return MIXED
+    if REPRODUCED in parts:
+        return PARTLY
+    return INCONCLUSIVE
 
 
 def combined(parts: list[str]) -> str:

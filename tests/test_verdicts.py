@@ -3,6 +3,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from cpbook import stats
 from cpbook import verdicts as V
 from cpbook.stats import Interval
 from cpbook.synthetic.chapter import conjugate_verdict, mixture_verdict, suppression_verdict
@@ -104,3 +105,44 @@ def test_rows_of_a_table_combine():
     assert V.of_rows(table) == V.PARTLY
     assert V.of_rows(table.iloc[:1]) == V.REPRODUCED
     assert V.of_rows(table.iloc[:1], paper_sign=-1) == V.INVERTED
+
+
+# --- the vocabulary of a severe test ------------------------------------------------------------
+
+
+def _iv(low, high):
+    return Interval((low + high) / 2, low, high)
+
+
+def test_severe_says_reproduced_inverted_null_or_inconclusive():
+    assert V.severe(_iv(0.1, 0.3), 0.05) == V.REPRODUCED
+    assert V.severe(_iv(-0.3, -0.1), 0.05) == V.INVERTED
+    assert V.severe(_iv(-0.3, -0.1), 0.05, paper_sign=-1) == V.REPRODUCED
+    assert V.severe(_iv(-0.02, 0.03), 0.05) == V.NULL
+    assert V.severe(_iv(-0.02, 0.3), 0.05) == V.INCONCLUSIVE        # too wide to say
+    assert V.severe(_iv(0.1, 0.3), 0.05, prerequisite=False) == V.INCONCLUSIVE
+
+
+def test_an_inversion_is_never_folded_into_partly():
+    assert V.severe_combined([V.REPRODUCED, V.INVERTED]) == V.MIXED
+    assert V.severe_combined([V.INVERTED, V.NULL]) == V.MIXED
+    assert V.severe_combined([V.REPRODUCED, V.NULL, V.INCONCLUSIVE]) == V.PARTLY
+    assert V.severe_combined([V.NULL, V.INCONCLUSIVE]) == V.INCONCLUSIVE
+    assert V.severe_combined([V.NULL, V.NULL]) == V.NULL
+    with pytest.raises(ValueError):
+        V.severe_combined([V.PARTLY])
+    with pytest.raises(ValueError):
+        V.severe(_iv(0, 1), 0.0)
+
+
+def test_the_interval_over_runs_is_students_t():
+    iv = stats.runs_interval([1.0, 2.0, 3.0, 4.0, 5.0], level=0.99)
+    # t(0.995, 4) = 4.604; sd = 1.581; half-width 4.604 * 1.581 / sqrt(5) = 3.255
+    assert iv.mean == 3.0 and abs(iv.high - 3.0 - 3.2555) < 1e-3 and abs(3.0 - iv.low - 3.2555) < 1e-3
+    assert stats.runs_interval([2.0]).low != stats.runs_interval([2.0]).low   # NaN with one run
+
+
+def test_holm_steps_down_and_stops_at_the_first_kept():
+    assert stats.holm([0.001, 0.04, 0.03], level=0.05) == [True, False, False]   # 0.03 > 0.05 / 2
+    assert stats.holm([0.001, 0.02, 0.04], level=0.05) == [True, True, True]      # 0.02 <= 0.025, 0.04 <= 0.05
+    assert stats.holm([0.2, 0.001], level=0.05) == [False, True]
