@@ -313,7 +313,8 @@ def run_sweep(chapter: str, points: list[Point], folder: Path, options: Executor
         outcomes.append(outcome)
         bar.update(1)
         detail = f": {outcome['message']}" if outcome["message"] else ""
-        bar.write(f"cpbook: {point.name}: {outcome['status']}{detail} (log: {job.paths.stderr})", file=sys.stderr)
+        log = "" if options.kind == "debug" else f" (log: {job.paths.stderr})"   # debug: this terminal
+        bar.write(f"cpbook: {point.name}: {outcome['status']}{detail}{log}", file=sys.stderr)
 
     try:
         if options.kind == "debug":   # runs each job in this process, when its result is asked for
