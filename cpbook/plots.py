@@ -360,11 +360,11 @@ DOSE_PANELS = [  # (measure, y label) in reading order: D_disc first, as everywh
     ("D_disc gain", "error / d, pretrained - tuned"),
     ("D_cont damage", "error / d, tuned - pretrained"),
     ("output-matched alpha", "alpha"),
-    ("g-matched alpha", "alpha"),
+    ("g_theta shift on D_cont", "mean g_theta, tuned - pretrained"),
     ("locality, model", "closest - farthest"),
     ("locality, ideal Bayesian", "closest - farthest"),
-    ("conjugate change, gamma 2", "error change / d, k <= d"),
-    ("damage where own g_theta is lowest", "error / d"),
+    ("conjugate recovery, gamma 2", "tuned - pretrained change, k <= d"),
+    ("damage beyond Eq. 7", "error / d"),
 ]
 
 
@@ -379,7 +379,7 @@ def dose_response_figure(table: pd.DataFrame, level_label: str = "99%"):
             t = table[(table["measure"] == measure) & (table["lr"] == lr)].sort_values("steps")
             ax.errorbar(t["steps"], t["mean"], yerr=[t["mean"] - t["low"], t["high"] - t["mean"]], fmt="o-",
                         ms=3.5, capsize=2, lw=1.3, color=colours[lr], label=f"lr {lr:g}")
-        if "locality" in measure or "change" in measure or "lowest" in measure:
+        if measure not in ("output-matched alpha", "D_disc gain", "D_cont damage"):
             ax.axhline(0, color="#888888", lw=0.8)
         ax.set_title(measure)
         ax.set_ylabel(ylabel)
@@ -395,14 +395,14 @@ def dose_response_figure(table: pd.DataFrame, level_label: str = "99%"):
 
 
 def locality_alpha_figure(table: pd.DataFrame):
-    """Locality (model and ideal Bayesian) and the damage where the model's own g_theta is lowest,
-    against each dose's output-matched alpha."""
-    wide = table.pivot_table(index=["lr", "steps"], columns="measure", values=["mean", "low", "high"])
+    """Locality (model and ideal Bayesian) and the damage beyond what Eq. 7 predicts from the
+    model's own g_theta, against each dose's output-matched alpha."""
+    wide = table.pivot_table(index=["lr", "steps"], columns="measure", values=["mean", "low", "high"], dropna=False)
     alpha = wide[("mean", "output-matched alpha")]
     fig, axes = plt.subplots(1, 2, figsize=(WIDTH, 3.6))
     panels = [(axes[0], [("locality, model", "#d62728"), ("locality, ideal Bayesian", "#2ca02c")],
                "locality: closest - farthest"),
-              (axes[1], [("damage where own g_theta is lowest", "#9467bd")], "damage at the lowest g_theta")]
+              (axes[1], [("damage beyond Eq. 7", "#9467bd")], "damage beyond Eq. 7 (erasure)")]
     for ax, measures, title in panels:
         for measure, colour in measures:
             y, lo, hi = (wide[(c, measure)] for c in ("mean", "low", "high"))

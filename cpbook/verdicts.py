@@ -74,11 +74,15 @@ def severe_combined(parts: list[str]) -> str:
 
 def combined(parts: list[str]) -> str:
     """One verdict for a claim of several parts: reproduced (or inverted, or not reproduced)
-    when every part is, else partly when at least one part is reproduced, else not reproduced."""
+    when every part is; mixed when one part is reproduced and another inverted (an inversion is
+    never folded into "partly"); else partly when at least one part is reproduced, else not
+    reproduced."""
     if not parts or any(p not in VERDICTS for p in parts):
         raise ValueError(f"verdicts must be among {VERDICTS}, not {parts!r}")
     if len(set(parts)) == 1:
         return parts[0]
+    if INVERTED in parts and (REPRODUCED in parts or PARTLY in parts):
+        return MIXED
     return PARTLY if REPRODUCED in parts or PARTLY in parts else NOT_REPRODUCED
 
 
@@ -102,8 +106,8 @@ def interval_texts(means, lows, highs, digits: int = 2, scale: float = 1.0) -> l
 def record(claim: str, ours: str, verdict: str) -> None:
     """Glue a claim's result (text) and verdict into the notebook being executed, under the keys
     '<claim>-ours' and '<claim>-verdict'; the introduction pastes them."""
-    if verdict not in VERDICTS:
-        raise ValueError(f"verdict must be one of {VERDICTS}, not {verdict!r}")
+    if verdict not in VERDICTS + SEVERE:
+        raise ValueError(f"verdict must be one of {VERDICTS + SEVERE}, not {verdict!r}")
     from myst_nb import glue  # noqa: PLC0415  the book's build tool: only a chapter being executed needs it
     glue(f"{claim}-ours", ours, display=False)
     glue(f"{claim}-verdict", verdict, display=False)

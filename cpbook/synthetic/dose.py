@@ -29,13 +29,15 @@ import pandas as pd
 import torch
 
 from .. import cache, console, results, stats
+from ..verdicts import INCONCLUSIVE, INVERTED, REPRODUCED
+from . import seeds
 from ..paths import RESULTS as RESULTS_ROOT
-from ..provenance import committed_provenance, numerics_note, provenance, same_numerics
-from .config import DoseGrid, FinetuneConfig, SyntheticConfig, check_doses, check_grid, make_configs
-from .conjugate import conjugate_predict
-from .evaluate import Evaluation, errors_by_k, eval_prompts, evaluate, paired_gap
-from .forgetting import closest_minus_farthest, locality_rows
-from .inference import estimate_g, g_matched_alpha
+from ..provenance import numerics_note, provenance, same_numerics
+from .config import DoseGrid, FinetuneConfig, SyntheticConfig, check_doses, check_grid
+from .conjugate import conjugate_predict, recovery_per_prompt
+from .evaluate import OUTPUT_LOGIT_GRID, Evaluation, errors_by_k, eval_prompts, evaluate, paired_gap
+from .forgetting import beyond_eq7, closest_minus_farthest, locality_rows
+from .inference import LOGIT_GRID, at_bound, estimate_g, g_matched_alpha
 from .model import InContextRegressor
 from .runs import build_model, finetune_model_now, finetune_trajectory, finetuned, monitor_errors, pretrained
 from .tasks import Prior, Prompts
@@ -45,14 +47,6 @@ GAMMAS = (1.5, 2.0)    # the paper's label scales
 
 
 # --- the fine-tuned models of the grid ---------------------------------------------------------
-
-def dose_models(cfg: SyntheticConfig, ft: FinetuneConfig, lr: float, steps: list[int],
-                progress: bool = True) -> dict[int, InContextRegressor]:
-    """{s: the model after s steps} of one fine-tuning run at `lr`, `ft` otherwise, for
-    max(steps) steps. At chapter 2's rate and step count this is chapter 2's run (cached once)."""
-    run = finetuned(cfg, replace(ft, ft_lr=lr, ft_steps=max(steps)), progress=progress)
-    return {s: run.at(s) for s in steps}
-
 
 # --- what is measured at each dose -------------------------------------------------------------
 
@@ -68,6 +62,9 @@ class Reference:
     alpha_pre_g: float             # its g-matched alpha
     small_k: range                 # where conjugate prompting is read (k = 1 .. d)
     every_k: range                 # where gain and damage are read (k >= 1)
+    g_pre_cont: np.ndarray = None  # the pretrained model's g_theta on the D_cont contexts (B, K)
+    conjugate_pre: dict = None     # gamma -> the pretrained model's conjugate predictions on D_cont
+    held_out_pre: dict = None      # prior -> its held-out error / d (k >= 1): the monitor's prompts
 
 
 def reference(cfg: SyntheticConfig, pre_model, tasks, n_prompts: int, g_prompts: int,
@@ -77,18 +74,27 @@ def reference(cfg: SyntheticConfig, pre_model, tasks, n_prompts: int, g_prompts:
     firsts = {prior: Prompts(p.xs[:g_prompts], p.ys[:g_prompts], p.ws[:g_prompts]) for prior, p in prompts.items()}
     ref = Reference(cfg, tasks, ev, firsts, ev.output_matched_alpha("pretrained"), float("nan"),
                     range(1, min(cfg.d, cfg.k_max) + 1), range(1, cfg.k_max + 1))
-    ref.alpha_pre_g = g_alpha(ref, pre_model, n_queries)[0]
+    ref.alpha_pre_g, ref.g_pre_cont, _, _ = g_alpha(ref, pre_model, n_queries)
+    ref.conjugate_pre = {gamma: conjugate_predict(pre_model, prompts["D_cont"], gamma) for gamma in GAMMAS}
+    ref.held_out_pre = held_out_error(monitor_errors(cfg, tasks)(pre_model, 0))
     return ref
 
 
-def g_alpha(ref: Reference, model, n_queries: int = 16) -> tuple[float, np.ndarray, np.ndarray]:
-    """(g-matched alpha over both priors, g_theta on the D_cont contexts, Bayes g there)."""
+def held_out_error(monitored: dict) -> dict[str, float]:
+    """prior -> mean held-out error / d over k >= 1, from one entry of a run's monitor."""
+    return {prior: float(np.mean(per_k[1:])) for prior, per_k in monitored.items()}
+
+
+def g_alpha(ref: Reference, model, n_queries: int = 16) -> tuple[float, np.ndarray, np.ndarray, float]:
+    """(g-matched alpha over both priors, g_theta on the D_cont contexts, Bayes g there, the
+    median R^2 of Eq. 7's fit over every context: how well one g per context describes the model)."""
     cfg = ref.cfg
     est = {prior: estimate_g(model, p, ref.tasks, cfg.sigma, cfg.tau, cfg.alpha, n_queries=n_queries,
                              seed=cfg.eval_seed) for prior, p in ref.g_prompts.items()}
     g = np.concatenate([e.g_model for e in est.values()])
     llr = np.concatenate([e.llr for e in est.values()])
-    return g_matched_alpha(g, llr), est["D_cont"].g_model, est["D_cont"].g_bayes
+    r2 = np.concatenate([e.r2[:, 1:].reshape(-1) for e in est.values()])
+    return g_matched_alpha(g, llr), est["D_cont"].g_model, est["D_cont"].g_bayes, float(np.nanmedian(r2))
 
 
 def clustered_bin_damage(rows: pd.DataFrame, which: int, level: float) -> stats.Interval:
@@ -101,7 +107,8 @@ def clustered_bin_damage(rows: pd.DataFrame, which: int, level: float) -> stats.
 def measure_dose(ref: Reference, model, level: float = stats.LEVEL_ASSERTS,
                  n_queries: int = 16) -> list[dict]:
     """Every measurement of one fine-tuned model against the pretrained one: rows
-    {measure, mean, low, high} (low = high = mean for point estimates)."""
+    {measure, mean, low, high}, the intervals over this run's prompts (low = high = mean for
+    point estimates; a verdict reads the interval over runs, `seeds.over_runs`)."""
     ev = ref.ev.with_models({"fine-tuned": model})
     errors = ev.errors
     cont, bayes_cont = ev.prompts["D_cont"], ev.bayes["D_cont"]
@@ -109,10 +116,18 @@ def measure_dose(ref: Reference, model, level: float = stats.LEVEL_ASSERTS,
     out["D_disc gain"] = paired_gap(errors, "D_disc", "pretrained", "fine-tuned", ref.every_k, level)
     out["D_cont damage"] = paired_gap(errors, "D_cont", "fine-tuned", "pretrained", ref.every_k, level)
 
+    # claim 5: g moves. Both alpha estimators are point estimates that can reach the edge of
+    # their search range (then they say only "at least"); the mean shift of g_theta cannot
     alpha_out = ev.output_matched_alpha("fine-tuned")
-    alpha_g, g_cont_model, _ = g_alpha(ref, model, n_queries)
-    out["output-matched alpha"] = stats.Interval(alpha_out, alpha_out, alpha_out)
-    out["g-matched alpha"] = stats.Interval(alpha_g, alpha_g, alpha_g)
+    alpha_g, g_cont_model, _, r2 = g_alpha(ref, model, n_queries)
+    out["Eq. 7 fit, median R^2"] = stats.Interval(r2, r2, r2)
+    for name, value, grid in (("output-matched alpha", alpha_out, OUTPUT_LOGIT_GRID),
+                              ("g-matched alpha", alpha_g, LOGIT_GRID)):
+        out[name] = stats.Interval(value, value, value)
+        flag = float(at_bound(value, grid))
+        out[f"{name} at bound"] = stats.Interval(flag, flag, flag)
+    shift = np.nanmean(g_cont_model[:, 1:] - ref.g_pre_cont[:, 1:], axis=1)
+    out["g_theta shift on D_cont"] = stats.mean_interval(shift, level)
 
     # locality (claim 4): bins of Bayes g within each k; the ideal Bayesian's prior weight moves
     # from the pretrained model's effective alpha to this model's
@@ -124,15 +139,24 @@ def measure_dose(ref: Reference, model, level: float = stats.LEVEL_ASSERTS,
     out["locality, ideal Bayesian"] = closest_minus_farthest(locality_rows(ideal, g_bayes, "before", "after"),
                                                               level=level)
 
-    # conjugate prompting (claim 6): error change on D_cont at small k (negative: it helps)
+    # conjugate prompting (claim 6): the error change on D_cont at small k (negative: it helps),
+    # and the recovery, that change minus the pretrained model's under the same transform
     plain = ev.predictions["D_cont"]["fine-tuned"]
+    plain_pre = ev.predictions["D_cont"]["pretrained"]
     for gamma in GAMMAS:
-        pair = errors_by_k({"conjugate": conjugate_predict(model, cont, gamma), "plain": plain}, cont, "D_cont")
+        conj = conjugate_predict(model, cont, gamma)
+        pair = errors_by_k({"conjugate": conj, "plain": plain}, cont, "D_cont")
         out[f"conjugate change, gamma {gamma:g}"] = paired_gap(pair, "D_cont", "conjugate", "plain",
                                                                ref.small_k, level)
+        recovery = recovery_per_prompt(cont, {"plain": plain, "conjugate": conj},
+                                       {"plain": plain_pre, "conjugate": ref.conjugate_pre[gamma]}, ref.small_k)
+        out[f"conjugate recovery, gamma {gamma:g}"] = stats.mean_interval(recovery, level)
 
-    # erased or suppressed: damage where the model's own g_theta is lowest (quartile within k)
+    # erased or suppressed: the damage Eq. 7 does not predict from the model's own g_theta
+    # (prompt-clustered), and, as described before, the damage where that g_theta is lowest
     n = len(g_cont_model)
+    excess = beyond_eq7(plain_pre, plain, ref.g_pre_cont, g_cont_model, bayes_cont, cont.ys, ref.cfg.d, ref.every_k)
+    out["damage beyond Eq. 7"] = stats.mean_interval(excess, level)
     sub = errors[(errors["prior"] == "D_cont") & (errors["prompt"] < n)]
     own = locality_rows(sub, g_cont_model, "pretrained", "fine-tuned")
     out["damage where own g_theta is lowest"] = clustered_bin_damage(own, 0, level)
@@ -141,96 +165,151 @@ def measure_dose(ref: Reference, model, level: float = stats.LEVEL_ASSERTS,
 
 def dose_table(cfg: SyntheticConfig, ft: FinetuneConfig, grid: DoseGrid, ref: Reference,
                level: float = stats.LEVEL_ASSERTS, progress: bool = True) -> pd.DataFrame:
-    """measure_dose at every dose of the grid: columns lr, steps, measure, mean, low, high."""
+    """measure_dose at every dose of the grid, and the run's held-out D_disc gain there (on its
+    monitor's prompts: what the operating dose is chosen by): columns lr, steps, measure, mean, low, high."""
     check_grid(grid)
     check_doses(grid, ft)
     rows = []
     doses = [(lr, s) for lr in grid.dose_lrs for s in grid.dose_steps]
     bar = console.progress(total=len(doses), show=progress, desc="measuring the doses")
     for lr in grid.dose_lrs:
-        for s, model in dose_models(cfg, ft, lr, grid.dose_steps, progress=progress).items():
-            rows += [{"lr": lr, "steps": s, **r} for r in measure_dose(ref, model, level)]
+        run = finetuned(cfg, replace(ft, ft_lr=lr, ft_steps=max(grid.dose_steps)), progress=progress)
+        monitored = {h["step"]: held_out_error(h["monitor"]) for h in run.history if "monitor" in h}
+        for s in grid.dose_steps:
+            held = ref.held_out_pre["D_disc"] - monitored[s]["D_disc"]
+            rows += [{"lr": lr, "steps": s, **r} for r in measure_dose(ref, run.at(s), level)]
+            rows.append({"lr": lr, "steps": s, "measure": "held-out D_disc gain", "mean": held, "low": held,
+                         "high": held})
             bar.update()
     bar.close()
     return pd.DataFrame(rows)
 
 
-# --- the stored grid ----------------------------------------------------------------------------
-# The grid takes about 8 minutes on 2 cores (one 400-step run per learning rate, 60 s each here,
-# and the measurements), too long beside the rest of `make test`. So the chapter's grid is
-# computed by `python -m cpbook.synthetic.dose`, stored with its provenance, and loaded by the
-# chapter when the chapter's parameters are the stored run's; any other parameters are computed
-# live. The tests recompute one randomly chosen stored dose.
+# --- the stored grid, over training runs ---------------------------------------------------------
+# A grid takes about 8 minutes on 2 cores (one 400-step run per learning rate, and the
+# measurements), and a verdict rests on several runs, too long beside the rest of `make test`.
+# So the grid is measured by the chapter at each seed of `cpbook sweep 08 --seeds 5` (each point
+# glues its table, `glue_run`), stored from the sweep's folder by
+# `python -m cpbook.synthetic.dose store runs/08_dose_and_languages` with its provenance, and
+# loaded by the chapter when its parameters are one of the stored runs'; any other parameters
+# are measured live. The tests retrain one randomly chosen stored run and measure it again.
 
 RESULTS = RESULTS_ROOT / "dose"
 TABLE, RECORD = RESULTS / "grid.csv", RESULTS / "grid.json"
-COLUMNS = ["lr", "steps", "measure", "mean", "low", "high"]
+COLUMNS = ["seed", "lr", "steps", "measure", "mean", "low", "high"]
+SEED_NAMES = ("init_seed", "data_seed", "ft_data_seed")   # what `cpbook sweep --seeds` varies here
 
 
 GRID_FIELDS = ("dose_lrs", "dose_steps", "dose_prompts", "dose_g_prompts")   # the revival's are not the table's
 
 
 def run_key(cfg: SyntheticConfig, ft: FinetuneConfig, grid: DoseGrid, level: float) -> dict:
-    """Everything the stored table depends on (the JSON form, as stored)."""
-    return json.loads(json.dumps({"config": asdict(cfg), "finetune": asdict(ft),
+    """Everything one run's table depends on (the JSON form, as stored). The grid sets the
+    fine-tuning rate and steps of its runs, so the chapter's own are not part of it."""
+    tuning = {k: v for k, v in asdict(ft).items() if k not in ("ft_lr", "ft_steps")}
+    return json.loads(json.dumps({"config": asdict(cfg), "finetune": tuning,
                                   "grid": {k: getattr(grid, k) for k in GRID_FIELDS}, "level": level}))
 
 
-def store_grid(cfg: SyntheticConfig, ft: FinetuneConfig, grid: DoseGrid, level: float = stats.LEVEL_ASSERTS,
-               progress: bool = True) -> pd.DataFrame:
-    """Compute the dose table and store it under book/results/dose/ with its provenance: the
-    run's parameters, package versions, commit, and the SHA-256 of the pretrained weights and of
-    the last weights of every fine-tuning run."""
-    check_grid(grid)
-    check_doses(grid, ft)
-    origin = committed_provenance()
-    pre = pretrained(cfg, progress=progress)
-    ref = reference(cfg, pre.model, pre.tasks, grid.dose_prompts, grid.dose_g_prompts)
-    table = dose_table(cfg, ft, grid, ref, level, progress)
+def seed_values(cfg: SyntheticConfig, ft: FinetuneConfig) -> dict[str, int]:
+    return {"init_seed": cfg.init_seed, "data_seed": cfg.data_seed, "ft_data_seed": ft.ft_data_seed}
+
+
+def glue_run(cfg: SyntheticConfig, ft: FinetuneConfig, grid: DoseGrid, ref: Reference, table: pd.DataFrame,
+             level: float) -> None:
+    """Glue this run's dose table, its pretrained model's own alphas, its key and its weights'
+    SHA-256 into the executed chapter (what `store` collects from a seed sweep)."""
+    pre = pretrained(cfg, progress=False)
     runs = {f"{lr:g}": finetuned(cfg, replace(ft, ft_lr=lr, ft_steps=max(grid.dose_steps)), progress=False
                                  ).weights_sha256() for lr in grid.dose_lrs}
-    record = {"run": run_key(cfg, ft, grid, level), "rows": len(table),
-              "checksum": {"pretrained_sha256": pre.weights_sha256(),
-                           "finetuned_sha256": runs},
-              "alpha_pretrained": {"output-matched": ref.alpha_pre, "g-matched": ref.alpha_pre_g}, **origin}
+    seeds.glue_run({"key": run_key(cfg, ft, grid, level), "rows": table[COLUMNS[1:]].to_dict("records"),
+                    "alpha_pretrained": {"output-matched": ref.alpha_pre, "g-matched": ref.alpha_pre_g},
+                    "pretrained_sha256": pre.weights_sha256(), "finetuned_sha256": runs})
+
+
+def store(folder: Path) -> pd.DataFrame:
+    """Store the dose tables of a seed sweep of chapter 8 (`cpbook sweep 08 --seeds N` into
+    `folder`) under book/results/dose/: one table with a seed column, and a record holding the
+    runs' keys, their weights' SHA-256 and the sweep's commit, versions and CPU."""
+    runs = seeds.sweep_runs(folder)
+    offsets = seeds.seed_offsets(runs, SEED_NAMES)
+    order = np.argsort(offsets)
+    frames, stored = [], []
+    for i in order:
+        run = runs[i]
+        frames.append(pd.DataFrame(run["rows"]).assign(seed=offsets[i]))
+        stored.append({"seed": offsets[i], "key": run["key"], "alpha_pretrained": run["alpha_pretrained"],
+                       "pretrained_sha256": run["pretrained_sha256"],
+                       "finetuned_sha256": run["finetuned_sha256"], "status": run["status"]})
+    table = pd.concat(frames, ignore_index=True)[COLUMNS]
+    origin = runs[0]["provenance"]
+    record = {"runs": stored, "rows": len(table),
+              **{k: origin[k] for k in ("commit", "machine", "numerics", "versions")}}
     results.write_text(TABLE, table.to_csv(index=False))
     results.write_json(RECORD, record)
     return table
 
 
-def stored_run_sha256(record: dict, lr: float) -> str | None:
-    """The SHA-256 the stored grid recorded for the last weights of its run at `lr` (None when
-    it has no run at that rate)."""
-    return record["checksum"]["finetuned_sha256"].get(f"{lr:g}")
+def stored_run(record: dict, cfg: SyntheticConfig, ft: FinetuneConfig, grid: DoseGrid, level: float) -> dict | None:
+    """The stored run whose key is these parameters' (None when none is)."""
+    key = run_key(cfg, ft, grid, level)
+    return next((run for run in record["runs"] if run["key"] == key), None)
 
 
-def check_stored_run(record: dict, lr: float, weights_sha256: str) -> None:
-    """The stored grid's longest run at `lr` is the model whose weights hash to `weights_sha256`,
-    trained again now: bit for bit on the kind of CPU the grid was made on. Another kind rounds
-    the last bits otherwise, so there is nothing to compare bit for bit; tests/test_dose.py
-    compares a dose retrained there within cpbook.agreement's tolerance instead."""
-    if same_numerics(record.get("numerics")):
-        assert stored_run_sha256(record, lr) == weights_sha256, \
-            f"the stored dose grid's run at lr {lr:g} is not this model: {numerics_note(record.get('numerics'))}"
+def check_stored_run(run: dict, numerics: dict | None, lr: float, weights_sha256: str) -> None:
+    """The stored run's longest fine-tuning run at `lr` is the model whose weights hash to
+    `weights_sha256`, trained again now: bit for bit on the kind of CPU the grid was made on.
+    Another kind rounds the last bits otherwise, so there is nothing to compare bit for bit;
+    tests/test_dose.py compares a dose retrained there within a tolerance instead."""
+    if same_numerics(numerics):
+        assert run["finetuned_sha256"].get(f"{lr:g}") == weights_sha256, \
+            f"the stored dose grid's run at lr {lr:g} is not this model: {numerics_note(numerics)}"
 
 
 def load_grid() -> tuple[pd.DataFrame, dict]:
-    """The stored table and its record, checked (checksum, columns, row count)."""
+    """The stored table of every run and its record, checked (checksum, columns, row count)."""
     return results.read_table(TABLE, RECORD, COLUMNS)
 
 
 def grid_table(cfg: SyntheticConfig, ft: FinetuneConfig, grid: DoseGrid, ref: Reference,
                level: float = stats.LEVEL_ASSERTS, progress: bool = True) -> tuple[pd.DataFrame, dict | None]:
-    """The dose table: the stored one when these are the stored run's parameters, else computed
-    now. Returns (table, the stored record or None)."""
+    """This run's dose table: the stored one when these are a stored run's parameters, else
+    measured now. Returns (table, the stored run's record or None)."""
     check_grid(grid)
     check_doses(grid, ft)
     # checked before it is parsed, as load_grid checks it: a damaged record is refused, naming it
-    if RECORD.exists() and results.read_json(RECORD)["run"] == run_key(cfg, ft, grid, level):
-        console.say(f"dose grid: the stored table ({TABLE.name})")
-        return load_grid()
+    if RECORD.exists():
+        run = stored_run(results.read_json(RECORD), cfg, ft, grid, level)
+        if run is not None:
+            console.say(f"dose grid: run {run['seed']} of the stored table ({TABLE.name})")
+            table, record = load_grid()
+            mine = table[table["seed"] == run["seed"]].drop(columns="seed").reset_index(drop=True)
+            return mine, {**record, "run": run}
     console.say("dose grid: not stored for these parameters, measured now")
     return dose_table(cfg, ft, grid, ref, level, progress), None
+
+
+def _world(key: dict) -> dict:
+    """A run's key without its training seeds: what the runs of one seed sweep share."""
+    return {**key, "config": {k: v for k, v in key["config"].items() if k not in SEED_NAMES},
+            "finetune": {k: v for k, v in key["finetune"].items() if k not in SEED_NAMES}}
+
+
+def runs_of(cfg: SyntheticConfig, ft: FinetuneConfig, grid: DoseGrid, table: pd.DataFrame,
+            level: float = stats.LEVEL_ASSERTS) -> pd.DataFrame:
+    """Every run of these parameters but for the training seeds: the stored runs of that world,
+    and this run's `table` (seed -1) when it is not one of them. The verdicts read over these;
+    with this run alone, every interval over runs is undefined and every verdict inconclusive."""
+    own = run_key(cfg, ft, grid, level)
+    out = [table.assign(seed=-1)[COLUMNS]]
+    if RECORD.exists():
+        stored, record = load_grid()
+        same = [r["seed"] for r in record["runs"] if _world(r["key"]) == _world(own)]
+        if same:
+            out = [stored[stored["seed"].isin(same)]]
+            if stored_run(record, cfg, ft, grid, level) is None:
+                out.append(table.assign(seed=-1)[COLUMNS])
+    return pd.concat(out, ignore_index=True)
 
 
 def dose_model_now(cfg: SyntheticConfig, ft: FinetuneConfig, lr: float, steps: int, run_steps: int):
@@ -244,38 +323,109 @@ def wide(table: pd.DataFrame, column: str = "mean") -> pd.DataFrame:
     return stats.pivot_unique(table, index=["lr", "steps"], columns="measure", values=column)
 
 
-def sign(low: float, high: float) -> str:
-    """'+' when an interval lies above zero, '-' below, '0' when it contains zero."""
-    return "+" if low > 0 else "-" if high < 0 else "0"
-
-
-VERDICT_MEASURES = {  # the column of the verdict table: the measure it reads
-    "3: D_disc gain": "D_disc gain",
-    "3: D_cont damage": "D_cont damage",
-    "4: locality, model": "locality, model",
-    "4: locality, ideal Bayesian": "locality, ideal Bayesian",
-    "5: damage at lowest own g_theta": "damage where own g_theta is lowest",
-    "6: conjugate change, gamma 1.5": "conjugate change, gamma 1.5",
-    "6: conjugate change, gamma 2": "conjugate change, gamma 2",
+# --- verdicts over runs ---------------------------------------------------------------------------
+# Each claim's measure, and the sign the paper reports (for the ideal Bayesian's locality, the sign
+# the hypothesis predicts). "damage beyond Eq. 7" is the one claim of no effect: suppression, not
+# erasure, says it is zero.
+CLAIMS = {
+    "3: D_disc gain": ("D_disc gain", 1),
+    "3: D_cont damage": ("D_cont damage", 1),
+    "4: locality, model": ("locality, model", 1),
+    "4: locality, ideal Bayesian": ("locality, ideal Bayesian", 1),
+    "5: g_theta shift on D_cont": ("g_theta shift on D_cont", 1),
+    "5: damage beyond Eq. 7": ("damage beyond Eq. 7", 0),
+    "6: conjugate recovery, gamma 1.5": ("conjugate recovery, gamma 1.5", -1),
+    "6: conjugate recovery, gamma 2": ("conjugate recovery, gamma 2", -1),
 }
+# The smallest effects of interest, stated before any run was read: an error difference below a
+# tenth of the noise floor sigma^2 / d (the error of a perfect estimate of w) is too small to
+# matter; a shift of g_theta below 0.05 too.
+NOISE_FLOOR_SHARE = 0.1
+SMALLEST_G_SHIFT = 0.05
+OPERATING_STEPS = 400    # the paper's number of fine-tuning steps
+OPERATING_SHARE = 0.9    # ... at the smallest rate that reaches this share of the grid's held-out D_disc gain
 
 
-def verdicts(table: pd.DataFrame) -> pd.DataFrame:
-    """Per dose: its output-matched alpha and the sign of each claim's interval ('+', '-', '0')."""
-    low, high = wide(table, "low"), wide(table, "high")
-    out = pd.DataFrame({"alpha (output-matched)": wide(table)["output-matched alpha"]})
-    for column, measure in VERDICT_MEASURES.items():
-        out[column] = [sign(lo, hi) for lo, hi in zip(low[measure], high[measure])]
+def smallest_effect(cfg: SyntheticConfig, measure: str) -> float:
+    return SMALLEST_G_SHIFT if measure.startswith("g_theta") else NOISE_FLOOR_SHARE * cfg.sigma ** 2 / cfg.d
+
+
+def runs_table(table: pd.DataFrame, level: float = stats.LEVEL_ASSERTS) -> pd.DataFrame:
+    """The stored table over its runs: per (lr, steps, measure) the mean of the runs' estimates,
+    its t-interval, the number of runs and the t-test's p-value (`seeds.over_runs`)."""
+    return seeds.over_runs(table, ["lr", "steps", "measure"], "mean", level)
+
+
+def no_erasure(row, smallest: float) -> str:
+    """The claim of no effect: reproduced when the damage beyond Eq. 7 is below the smallest
+    effect of interest (the interval's top under it), inverted when it is above zero (erasure)."""
+    if row["high"] < smallest:
+        return REPRODUCED
+    return INVERTED if row["low"] > 0 else INCONCLUSIVE
+
+
+def claim_verdict(row, cfg: SyntheticConfig, claim: str) -> str:
+    """The verdict of one claim from its row of `runs_table` (one dose, read alone)."""
+    measure, sign = CLAIMS[claim]
+    if sign == 0:
+        return no_erasure(row, smallest_effect(cfg, measure))
+    return seeds.verdict(row, smallest_effect(cfg, measure), sign)
+
+
+def verdict_grid(over: pd.DataFrame, cfg: SyntheticConfig) -> pd.DataFrame:
+    """Per dose and claim, the verdict read over the runs, the doses of one claim being one family
+    (Holm's rule over the grid's doses: a sign is called only where it rejects zero). Also the
+    run-mean output-matched alpha and how many runs put it at the bound of its search."""
+    wide_over = over.set_index(["lr", "steps", "measure"])
+    out = pd.DataFrame({"alpha (output-matched)": wide_over.xs("output-matched alpha", level="measure")["mean"],
+                        "runs at the alpha bound": wide_over.xs("output-matched alpha at bound", level="measure")["mean"]
+                        * wide_over.xs("output-matched alpha at bound", level="measure")["runs"]})
+    for claim, (measure, sign) in CLAIMS.items():
+        rows = over[over["measure"] == measure].set_index(["lr", "steps"]).loc[out.index].reset_index()
+        if sign == 0:   # a sign is the failure here: erasure is called only where Holm rejects zero
+            rejected = stats.holm(rows["p"].fillna(1.0).tolist())
+            calls = [no_erasure(r, smallest_effect(cfg, measure)) for _, r in rows.iterrows()]
+            calls = [INCONCLUSIVE if c == INVERTED and not rej else c
+                     for c, rej in zip(calls, rejected)]
+        else:
+            calls = seeds.family_verdicts(rows, smallest_effect(cfg, measure), sign)
+        out[claim] = calls
     return out
 
 
-def alpha_split(table: pd.DataFrame, measure: str = "locality, model") -> tuple[float, float]:
-    """(largest alpha among the doses where `measure` is above zero, smallest alpha among those
-    where it is below): the first below the second means the sign is set by the effective alpha."""
-    v = verdicts(table)
-    col = next(c for c, m in VERDICT_MEASURES.items() if m == measure)
-    alpha = v["alpha (output-matched)"]
-    return float(alpha[v[col] == "+"].max()), float(alpha[v[col] == "-"].min())
+def operating_dose(over: pd.DataFrame) -> tuple[float, int]:
+    """The dose the verdicts of chapters 2-4 are read at, by a rule stated before any claim was
+    read and using none of their statistics: the paper's OPERATING_STEPS steps, at the smallest
+    learning rate of the grid at which the fine-tuning runs' own held-out D_disc gain (their
+    monitor's prompts, not the evaluation prompts), averaged over runs, reaches OPERATING_SHARE of
+    the largest the grid reaches."""
+    gain = over[over["measure"] == "held-out D_disc gain"].set_index(["lr", "steps"])["mean"]
+    at_steps = gain.xs(OPERATING_STEPS, level="steps").sort_index()
+    reached = at_steps[at_steps >= OPERATING_SHARE * gain.max()]
+    return float(reached.index[0]), OPERATING_STEPS
+
+
+def holds_at(grid_verdicts: pd.DataFrame, claim: str, verdict: str = REPRODUCED) -> str:
+    """The doses at which a claim has `verdict`, as 'lr 1e-05: 25-400 steps; lr 0.001: 50, 100'."""
+    col = grid_verdicts[claim]
+    parts = []
+    for lr, sel in col.groupby(level="lr"):
+        steps = [int(s) for (_, s), v in sel.items() if v == verdict]
+        if steps:
+            parts.append(f"lr {lr:g}: {', '.join(map(str, steps))} steps")
+    return "; ".join(parts) or "none"
+
+
+def alpha_split(over: pd.DataFrame, grid_verdicts: pd.DataFrame, claim: str = "4: locality, model") -> dict:
+    """Whether the effective alpha separates the doses where `claim` is reproduced from those where
+    it is inverted: the largest run-mean alpha among the first and the smallest among the second,
+    and whether any run of the second sits at the bound of the alpha search (then that side's
+    alpha says only "at least", and the split is not read)."""
+    alpha = grid_verdicts["alpha (output-matched)"]
+    plus, minus = grid_verdicts[claim] == REPRODUCED, grid_verdicts[claim] == INVERTED
+    return {"positive up to": float(alpha[plus].max()) if plus.any() else float("nan"),
+            "negative from": float(alpha[minus].min()) if minus.any() else float("nan"),
+            "saturated": bool((grid_verdicts.loc[minus, "runs at the alpha bound"] > 0).any())}
 
 
 # --- revival: a few steps on D_cont --------------------------------------------------------------
@@ -334,11 +484,15 @@ def steps_to_recover(history: pd.DataFrame, pretrained_error: float, damaged_err
     return int(hit["step"].iloc[0]) if len(hit) else None
 
 
-def main() -> None:
-    """Store the chapter's dose grid (its default parameters, the `cpu` preset)."""
-    cfg, ft = make_configs("cpu")
-    table = store_grid(cfg, ft, DoseGrid())
-    print(f"stored {len(table)} rows in {TABLE}")
+def main(argv: list[str] | None = None) -> None:
+    """python -m cpbook.synthetic.dose store FOLDER: store a seed sweep of chapter 8."""
+    import argparse  # noqa: PLC0415  the command line only
+    parser = argparse.ArgumentParser(prog="python -m cpbook.synthetic.dose")
+    parser.add_argument("command", choices=["store"])
+    parser.add_argument("folder", type=Path, help="the sweep's folder, e.g. runs/08_dose_and_languages")
+    args = parser.parse_args(argv)
+    table = store(args.folder)
+    print(f"stored {len(table)} rows of {table['seed'].nunique()} runs in {TABLE}")
 
 
 if __name__ == "__main__":

@@ -113,8 +113,11 @@ def evaluate(models: dict, prompts: dict[str, Prompts], tasks, sigma: float, tau
     return Evaluation(prompts, bayes, {prior: {} for prior in prompts}).with_models(models)
 
 
+OUTPUT_LOGIT_GRID = np.linspace(-8, 8, 321)   # logit(alpha) searched: alpha in [3e-4, 1 - 3e-4]
+
+
 def output_matched_alpha(predictions: list[torch.Tensor], bayes: list[BayesPredictions], k_min: int = 1,
-                         grid=np.linspace(-8, 8, 321)) -> float:
+                         grid=OUTPUT_LOGIT_GRID) -> float:
     """The output-matched alpha: the prior weight whose Bayes mixture predictions are closest, in
     least squares over prompts and k >= k_min, to a model's predictions. It weighs each context
     by how far apart the two branches predict there. (inference.g_matched_alpha is the other

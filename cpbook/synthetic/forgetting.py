@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import torch
 
 from .. import stats
 
@@ -29,12 +30,13 @@ def locality_rows(errors: pd.DataFrame, g: np.ndarray, before: str, after: str, 
 
 
 def damage_by_bin(rows: pd.DataFrame, level: float) -> pd.DataFrame:
-    """Mean damage per bin with a normal interval (prompt-level clustering ignored here; the
-    assert uses the bootstrap of `closest_minus_farthest`, which respects it).
-    Columns bin, mean_g, damage, n, low, high."""
-    g = rows.groupby("bin")
+    """Mean damage per bin with a normal interval over prompts: a prompt falls in a bin at several
+    k, and those rows are not independent, so each prompt counts once (its rows in the bin
+    averaged). Columns bin, mean_g, damage, n (prompts), low, high."""
+    per_prompt = rows.groupby(["bin", "prompt"])[["damage", "g"]].mean()
+    g = per_prompt.groupby(level="bin")
     out = stats.grouped_mean_interval(g["damage"], level).rename(columns={"mean": "damage"})
-    out.insert(0, "mean_g", g["g"].mean())
+    out.insert(0, "mean_g", rows.groupby("bin")["g"].mean())
     return out.reset_index()
 
 
@@ -58,3 +60,25 @@ def closest_minus_farthest(rows: pd.DataFrame, n_boot: int = 1000, seed: int = 0
         return s[0] / c[0] - s[1] / c[1]
 
     return stats.bootstrap_interval(stat, len(prompts), level, n_boot, seed)
+
+
+def eq7_residual(pred: torch.Tensor, g: np.ndarray, bayes, ys: torch.Tensor, d: int) -> torch.Tensor:
+    """(B, K) error / d of a model's prediction minus that of Eq. 7 at the model's own g_theta,
+    g * discrete + (1 - g) * ridge with the Bayes branches: the part of its error that its one
+    weight per context does not explain. `g` covers the first B prompts (NaN at k = 0)."""
+    n = len(g)
+    g = torch.from_numpy(g)
+    eq7 = g * bayes.discrete[:n].double() + (1 - g) * bayes.ridge[:n].double()
+    y = ys[:n].double()
+    return ((pred[:n].double() - y) ** 2 - (eq7 - y) ** 2) / d
+
+
+def beyond_eq7(pre_pred, tuned_pred, g_pre: np.ndarray, g_tuned: np.ndarray, bayes, ys, d: int,
+               ks) -> np.ndarray:
+    """Erasure, per prompt: the fine-tuned model's D_cont damage beyond what Eq. 7 predicts from
+    its own g_theta, averaged over k in `ks`. Eq. 7 with both models' g_theta predicts the damage
+    err(mix at g_tuned) - err(mix at g_pre); what is left, the change of `eq7_residual`, is
+    zero when fine-tuning only moved g (suppression) and positive when it also damaged a branch
+    (erasure). The pretrained model's own residual (its branches are not exactly Bayes) cancels."""
+    change = eq7_residual(tuned_pred, g_tuned, bayes, ys, d) - eq7_residual(pre_pred, g_pre, bayes, ys, d)
+    return change[:, list(ks)].mean(1).numpy()

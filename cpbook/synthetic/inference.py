@@ -96,6 +96,14 @@ LOGIT_RANGE = (-12.0, 12.0)   # the search range of logit(alpha): alpha in [6e-6
 LOGIT_GRID = np.linspace(*LOGIT_RANGE, 481)
 
 
+def at_bound(alpha: float, grid: np.ndarray = LOGIT_GRID) -> bool:
+    """Whether an alpha estimate sits at an edge of its search grid over logit(alpha) (within one
+    cell): there it says only "at least" (or "at most") that value, and no verdict may rest on it."""
+    step = grid[1] - grid[0]
+    a = float(np.log(alpha) - np.log1p(-alpha)) if 0 < alpha < 1 else (np.inf if alpha >= 1 else -np.inf)
+    return a >= grid[-1] - step or a <= grid[0] + step
+
+
 def _refine(g: np.ndarray, llr: np.ndarray, best: int) -> float:
     """alpha minimising mean((g - sigmoid(logit(alpha) + llr))^2), searched inside the grid cells
     beside grid point `best`."""
