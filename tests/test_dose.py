@@ -2,7 +2,6 @@
 fewer steps; the grid's checks; the measurements and the revival test on a tiny world."""
 import re
 import shutil
-import warnings
 from dataclasses import replace
 
 import numpy as np
@@ -45,8 +44,8 @@ def test_a_dose_of_fewer_steps_is_the_longer_run_after_that_many_steps(tmp_path,
     assert _same(run.at(10), model)
     with pytest.raises(ValueError, match=r"after \[5, 10, 15, 20\] steps"):
         run.at(7)
-    models = dose.dose_models(cfg, ft, ft.ft_lr, [5, 20], progress=False)
-    assert _same(models[20], run.model)        # the same cached run, not a second one
+    again = finetuned(cfg, replace(ft, ft_steps=20), progress=False)
+    assert _same(again.at(20), run.model)        # the same cached run, not a second one
 
 
 def test_an_interrupted_run_keeps_its_snapshots_and_ends_the_same(tmp_path, monkeypatch):
@@ -102,7 +101,9 @@ def test_measurements_and_revival_on_a_tiny_world(tmp_path, monkeypatch):
     assert len(table) == 4 * len(table["measure"].unique())
     assert set(table["measure"]) >= {"D_disc gain", "D_cont damage", "output-matched alpha", "g-matched alpha",
                                      "locality, model", "locality, ideal Bayesian", "conjugate change, gamma 1.5",
-                                     "conjugate change, gamma 2", "damage where own g_theta is lowest"}
+                                     "conjugate change, gamma 2", "damage where own g_theta is lowest",
+                                     "conjugate recovery, gamma 2", "damage beyond Eq. 7", "g_theta shift on D_cont",
+                                     "held-out D_disc gain", "output-matched alpha at bound"}
     assert (table["low"] <= table["mean"] + 1e-12).all() and (table["mean"] <= table["high"] + 1e-12).all()
     w = dose.wide(table)
     assert w.loc[(1e-4, 5), "D_cont damage"] != w.loc[(1e-2, 10), "D_cont damage"]
@@ -112,6 +113,10 @@ def test_measurements_and_revival_on_a_tiny_world(tmp_path, monkeypatch):
     assert values["D_cont damage"] == 0 and values["locality, model"] == 0
     assert abs(values["output-matched alpha"] - ref.alpha_pre) < 1e-12
     assert values["locality, ideal Bayesian"] == 0
+    # the pretrained model against itself: no recovery beyond its own change, no damage beyond
+    # Eq. 7, no shift of g_theta, though the transform alone changes its error
+    assert values["conjugate recovery, gamma 2"] == 0 and values["conjugate change, gamma 2"] != 0
+    assert values["damage beyond Eq. 7"] == 0 and values["g_theta shift on D_cont"] == 0
 
     tuned = finetuned(cfg, ft, progress=False).model
     rev = dose.revival(cfg, ft, grid.revival_steps, grid.revival_every, tuned, progress=False)
@@ -123,75 +128,122 @@ def test_measurements_and_revival_on_a_tiny_world(tmp_path, monkeypatch):
     assert _same(again.models["fresh"], rev.models["fresh"])
 
 
-def test_the_stored_grid_is_the_chapters_and_a_random_dose_recomputes():
-    """CI's agreement check for the stored dose grid: the stored run has the chapter's default
-    parameters and a clean commit, and one randomly chosen dose, trained and measured again now,
-    gives the stored numbers. The dose changes from run to run (CPBOOK_TEST_SEED repeats one).
-    It is drawn among the doses of at most RECOMPUTE_STEPS steps, at any learning rate: a longer
-    dose continues the same run (1-4 minutes more here); the longest at chapter 2's rate is
-    chapter 2's model, trained in CI, and chapter 8 checks its weights against the record's SHA-256.
-    It needs the `cpu` preset's pretrained model (chapter 1's, cached for the chapters after)."""
+def test_the_stored_runs_are_the_chapters_and_a_random_one_recomputes():
+    """CI's agreement check for the stored dose grid: its runs are the chapter's default world at
+    the seeds of a sweep, from one clean commit, and one randomly chosen run and dose, trained
+    and measured again now, gives the stored numbers. The run and dose change from run to run
+    (CPBOOK_TEST_SEED repeats one). The dose is drawn among those of at most RECOMPUTE_STEPS
+    steps (a longer dose continues the same run); a run of another seed than 0 pretrains its
+    model first (about 5 minutes here: the one stored run CI retrains)."""
     from cpbook.stats import LEVEL_ASSERTS
-    from cpbook.synthetic.config import FinetuneConfig, SyntheticConfig, make_configs
+    from cpbook.synthetic.config import FinetuneConfig, SyntheticConfig
 
     table, record = dose.load_grid()
     cfg, ft = make_configs("cpu")
-    assert record["run"] == dose.run_key(cfg, ft, dose.DoseGrid(), LEVEL_ASSERTS), \
-        "the stored grid is not the chapter's: run python -m cpbook.synthetic.dose"
+    runs = {r["seed"]: r for r in record["runs"]}
+    assert dose.stored_run(record, cfg, ft, dose.DoseGrid(), LEVEL_ASSERTS) == runs[0], \
+        "the stored grid's seed 0 is not the chapter's: run the seed sweep again and store it"
     assert not record["commit"].endswith("+dirty") and record["commit"] != "unknown"
+    assert len(runs) >= 3 and sorted(runs) == list(range(len(runs)))
 
-    seed = sample_seed("the stored doses")
+    seed = sample_seed("the stored runs and doses")
     rng = np.random.default_rng(seed)
-    doses = table[table["steps"] <= RECOMPUTE_STEPS][["lr", "steps"]].drop_duplicates().to_numpy()
-    assert len(np.unique(doses[:, 0])) == len(dose.DoseGrid().dose_lrs), "every learning rate can be drawn"
+    run = runs[int(rng.integers(len(runs)))]
+    doses = table[(table["seed"] == run["seed"]) & (table["steps"] <= RECOMPUTE_STEPS)][["lr", "steps"]]
+    doses = doses.drop_duplicates().to_numpy()
     lr, steps = doses[rng.integers(len(doses))]
-    run = record["run"]
-    cfg, ft = SyntheticConfig(**run["config"]), FinetuneConfig(**run["finetune"])
-    grid = dose.DoseGrid(**run["grid"])      # the table's fields; the revival's keep their defaults
+    key = run["key"]
+    cfg = SyntheticConfig(**key["config"])
+    ft = FinetuneConfig(**key["finetune"], ft_lr=float(lr), ft_steps=max(key["grid"]["dose_steps"]))
+    grid = dose.DoseGrid(**key["grid"])
     pre = pretrained(cfg, progress=False)
+    where = (f"run {run['seed']}, dose lr {lr:g}, {int(steps)} steps (CPBOOK_TEST_SEED={seed}); "
+             f"{numerics_note(record.get('numerics'))}")
     ref = dose.reference(cfg, pre.model, pre.tasks, grid.dose_prompts, grid.dose_g_prompts)
     model = dose.dose_model_now(cfg, ft, float(lr), int(steps), max(grid.dose_steps))
-    now = pd.DataFrame(dose.measure_dose(ref, model, run["level"])).set_index("measure")
-    stored = table[(table["lr"] == lr) & (table["steps"] == steps)].set_index("measure")
-    where = f"dose lr {lr:g}, {int(steps)} steps (CPBOOK_TEST_SEED={seed}); {numerics_note(record.get('numerics'))}"
+    now = pd.DataFrame(dose.measure_dose(ref, model, key["level"])).set_index("measure")
+    stored = table[(table["seed"] == run["seed"]) & (table["lr"] == lr) & (table["steps"] == steps)]
+    stored = stored.set_index("measure").drop(index="held-out D_disc gain")
     assert sorted(now.index) == sorted(stored.index), where
     stored = stored.loc[now.index]
     if same_numerics(record.get("numerics")):   # bit for bit: the tolerance only absorbs the CSV's rounding
+        assert pre.weights_sha256() == run["pretrained_sha256"], where
         for col in ("mean", "low", "high"):
             assert np.allclose(now[col], stored[col], rtol=1e-4, atol=1e-5), (col, where)
         return
-    # another kind of CPU: each estimate within its stored interval's width of the stored one (a
-    # 99% interval is 3.6 standard deviations of the difference of two independent estimates wide;
-    # the grids made on an Intel Xeon and an AMD EPYC all agree so), a point estimate (the alphas)
-    # within cpbook.agreement's tolerance
+    # another kind of CPU: each estimate within its stored interval's width of the stored one, a
+    # point estimate (the alphas, the flags) within cpbook.agreement's tolerance
     off = [m for m in now.index if abs(now.loc[m, "mean"] - stored.loc[m, "mean"]) >
            max(stored.loc[m, "high"] - stored.loc[m, "low"], agreement.ATOL + agreement.RTOL * abs(stored.loc[m, "mean"]))]
     assert not off, (pd.concat({"now": now.loc[off], "stored": stored.loc[off]}, axis=1).to_string(), where)
 
 
-def test_the_grid_is_loaded_only_for_the_stored_parameters_and_checked(tmp_path, monkeypatch):
+def _fake_sweep(folder, runs):
+    """A seed sweep's folder as `cpbook sweep` leaves it: per point its outcome and an executed
+    notebook holding the glued statistics (what `seeds.glue_run` writes)."""
+    import json
+    import nbformat
+    from cpbook.synthetic import seeds
+    folder.mkdir(parents=True)
+    for i, (values, payload) in enumerate(runs):
+        nb = nbformat.v4.new_notebook()
+        cell = nbformat.v4.new_code_cell("glue")
+        mime = "application/papermill.record/"
+        cell.outputs = [nbformat.v4.new_output("display_data", data={f"{mime}text/plain": repr(json.dumps(payload))},
+                                               metadata={"scrapbook": {"name": seeds.GLUE_KEY, "mime_prefix": mime}})]
+        nb.cells = [cell]
+        nbformat.write(nb, str(folder / f"seed-{i}.ipynb"))
+        (folder / f"seed-{i}.json").write_text(json.dumps({"status": "claim failed", "message": "", "values": values}))
+
+
+def test_a_seed_sweep_is_stored_and_each_run_loaded_by_its_parameters(tmp_path, monkeypatch):
     monkeypatch.setenv("CPBOOK_CACHE", str(tmp_path / "cache"))
     monkeypatch.setattr(dose, "TABLE", tmp_path / "grid.csv")
     monkeypatch.setattr(dose, "RECORD", tmp_path / "grid.json")
-    cfg, ft = tiny(ft_steps=10, eval_prompts=40)
     grid = dose.DoseGrid(dose_lrs=[1e-3], dose_steps=[5, 10], dose_prompts=40, dose_g_prompts=20)
-    with warnings.catch_warnings():   # the work tree of a test run may have uncommitted changes
-        warnings.simplefilter("ignore")
-        stored = dose.store_grid(cfg, ft, grid, progress=False)
-    pre = pretrained(cfg, progress=False)
-    ref = dose.reference(cfg, pre.model, pre.tasks, 40, 20)
-    table, record = dose.grid_table(cfg, ft, grid, ref, progress=False)
-    assert record is not None and record["rows"] == len(stored) == len(table)
-    assert set(record["checksum"]["finetuned_sha256"]) == {"0.001"}
-    pd.testing.assert_frame_equal(table, stored, check_dtype=False)
-    # the revival's parameters are not the table's: changing them still reads the stored table
-    assert dose.grid_table(cfg, ft, replace(grid, revival_steps=7), ref, progress=False)[1] is not None
-    live, none = dose.grid_table(cfg, ft, replace(grid, dose_steps=[5]), ref, progress=False)
-    assert none is None and set(live["steps"]) == {5}
+    sweep, tables = [], {}
+    for s in range(2):
+        cfg, ft = tiny(ft_steps=10, eval_prompts=40, init_seed=1 + s, data_seed=1 + s, ft_data_seed=11 + s)
+        pre = pretrained(cfg, progress=False)
+        ref = dose.reference(cfg, pre.model, pre.tasks, 40, 20)
+        tables[s] = dose.dose_table(cfg, ft, grid, ref, progress=False)
+        payload = {"key": dose.run_key(cfg, ft, grid, 0.99), "rows": tables[s][dose.COLUMNS[1:]].to_dict("records"),
+                   "alpha_pretrained": {}, "pretrained_sha256": pre.weights_sha256(), "finetuned_sha256": {},
+                   "provenance": {"commit": "abc", "machine": "x", "numerics": {}, "versions": {}}}
+        sweep.append(({"init_seed": 1 + s, "data_seed": 1 + s, "ft_data_seed": 11 + s}, payload))
+    _fake_sweep(tmp_path / "sweep", sweep)
+    stored = dose.store(tmp_path / "sweep")
+    assert sorted(stored["seed"].unique()) == [0, 1]
+    cfg, ft = tiny(ft_steps=10, eval_prompts=40, init_seed=2, data_seed=2, ft_data_seed=12)
+    table, record = dose.grid_table(cfg, ft, grid, None, level=0.99, progress=False)
+    assert record["run"]["seed"] == 1
+    pd.testing.assert_frame_equal(table, tables[1][dose.COLUMNS[1:]], check_dtype=False)
+    # the chapter's own rate and steps are not the grid's: another ft_lr still reads the stored run
+    assert dose.grid_table(cfg, replace(ft, ft_lr=1e-4), grid, None, level=0.99, progress=False)[1] is not None
+    assert len(dose.runs_of(cfg, ft, grid, table, 0.99)["seed"].unique()) == 2
+    # another seed of the same world: the stored runs and this one; another world: this one alone
+    other = tiny(ft_steps=10, eval_prompts=40, init_seed=9, data_seed=9, ft_data_seed=19)
+    assert sorted(dose.runs_of(*other, grid, table, 0.99)["seed"].unique()) == [-1, 0, 1]
+    assert list(dose.runs_of(*tiny(ft_steps=10, eval_prompts=50), grid, table, 0.99)["seed"].unique()) == [-1]
+    over = dose.runs_table(dose.runs_of(cfg, ft, grid, table, 0.99))
+    assert set(over["runs"]) == {2}
     (tmp_path / "grid.csv").write_text((tmp_path / "grid.csv").read_text()[:-40])
-    from cpbook.results import StoredResultError
     with pytest.raises(StoredResultError, match="grid.csv"):
         dose.load_grid()
+
+
+def test_a_sweep_from_a_dirty_tree_or_with_a_point_missing_is_not_stored(tmp_path):
+    from cpbook.synthetic import seeds
+    _fake_sweep(tmp_path / "dirty", [({"init_seed": 1}, {"rows": [], "provenance": {"commit": "abc+dirty"}})])
+    with pytest.raises(ValueError, match="one clean commit"):
+        seeds.sweep_runs(tmp_path / "dirty")
+    _fake_sweep(tmp_path / "gap", [({"init_seed": 1}, {"provenance": {"commit": "a"}})] * 2)
+    (tmp_path / "gap" / "seed-1.ipynb").unlink()
+    with pytest.raises(ValueError, match="seed-1: its notebook glued no"):
+        seeds.sweep_runs(tmp_path / "gap")
+    runs = [{"values": {"init_seed": 1, "data_seed": 1}}, {"values": {"init_seed": 3, "data_seed": 3}}]
+    with pytest.raises(ValueError, match=r"seeds are \[0, 2\]"):
+        seeds.seed_offsets(runs, ("init_seed", "data_seed"))
 
 
 @pytest.mark.parametrize("damage", ["truncated", "edited"])
@@ -211,7 +263,7 @@ def test_a_damaged_grid_record_is_refused_before_it_is_parsed(tmp_path, monkeypa
     record = folder / "grid.json"
 
     def more_prompts(stored):
-        stored["run"]["grid"]["dose_prompts"] += 1
+        stored["runs"][0]["key"]["grid"]["dose_prompts"] += 1
     damage_record(record, damage, more_prompts)
     cfg, ft = make_configs("cpu")
     with pytest.raises(StoredResultError, match=re.escape(f"stored result {record} does not match")):

@@ -30,13 +30,12 @@ def locality_rows(errors: pd.DataFrame, g: np.ndarray, before: str, after: str, 
 
 
 def damage_by_bin(rows: pd.DataFrame, level: float) -> pd.DataFrame:
-    """Mean damage per bin with a normal interval over prompts: a prompt falls in a bin at several
-    k, and those rows are not independent, so each prompt counts once (its rows in the bin
-    averaged). Columns bin, mean_g, damage, n (prompts), low, high."""
-    per_prompt = rows.groupby(["bin", "prompt"])[["damage", "g"]].mean()
-    g = per_prompt.groupby(level="bin")
+    """Mean damage per bin with a normal interval (prompt-level clustering ignored here; the
+    assert uses the bootstrap of `closest_minus_farthest`, which respects it).
+    Columns bin, mean_g, damage, n, low, high."""
+    g = rows.groupby("bin")
     out = stats.grouped_mean_interval(g["damage"], level).rename(columns={"mean": "damage"})
-    out.insert(0, "mean_g", rows.groupby("bin")["g"].mean())
+    out.insert(0, "mean_g", g["g"].mean())
     return out.reset_index()
 
 
@@ -79,6 +78,7 @@ def beyond_eq7(pre_pred, tuned_pred, g_pre: np.ndarray, g_tuned: np.ndarray, bay
     its own g_theta, averaged over k in `ks`. Eq. 7 with both models' g_theta predicts the damage
     err(mix at g_tuned) - err(mix at g_pre); what is left, the change of `eq7_residual`, is
     zero when fine-tuning only moved g (suppression) and positive when it also damaged a branch
-    (erasure). The pretrained model's own residual (its branches are not exactly Bayes) cancels."""
+    (erasure). The pretrained model's own residual (its branches are not exactly Bayes) is
+    subtracted; it cancels only in so far as it does not change with g."""
     change = eq7_residual(tuned_pred, g_tuned, bayes, ys, d) - eq7_residual(pre_pred, g_pre, bayes, ys, d)
     return change[:, list(ks)].mean(1).numpy()
