@@ -77,11 +77,11 @@ def combined(parts: list[str]) -> str:
     when every part is; mixed when one part is reproduced and another inverted (an inversion is
     never folded into "partly"); else partly when at least one part is reproduced, else not
     reproduced."""
-    if not parts or any(p not in VERDICTS for p in parts):
-        raise ValueError(f"verdicts must be among {VERDICTS}, not {parts!r}")
+    if not parts or any(p not in VERDICTS + (MIXED,) for p in parts):
+        raise ValueError(f"verdicts must be among {VERDICTS + (MIXED,)}, not {parts!r}")
     if len(set(parts)) == 1:
         return parts[0]
-    if INVERTED in parts and (REPRODUCED in parts or PARTLY in parts):
+    if MIXED in parts or (INVERTED in parts and (REPRODUCED in parts or PARTLY in parts)):
         return MIXED
     return PARTLY if REPRODUCED in parts or PARTLY in parts else NOT_REPRODUCED
 

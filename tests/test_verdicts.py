@@ -24,6 +24,7 @@ def test_a_verdict_reads_the_side_of_zero_the_interval_lies_on(iv, sign, expecte
 def test_parts_combine_into_one_verdict():
     assert V.combined([V.REPRODUCED, V.REPRODUCED]) == V.REPRODUCED
     assert V.combined([V.REPRODUCED, V.INVERTED]) == V.MIXED      # an inversion is never "partly"
+    assert V.combined([V.MIXED, V.PARTLY]) == V.MIXED
     assert V.combined([V.PARTLY, V.NOT_REPRODUCED]) == V.PARTLY
     assert V.combined([V.NOT_REPRODUCED, V.INVERTED]) == V.NOT_REPRODUCED
     assert V.combined([V.INVERTED, V.INVERTED]) == V.INVERTED
