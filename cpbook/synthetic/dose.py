@@ -211,10 +211,6 @@ def run_key(cfg: SyntheticConfig, ft: FinetuneConfig, grid: DoseGrid, level: flo
                                   "grid": {k: getattr(grid, k) for k in GRID_FIELDS}, "level": level}))
 
 
-def seed_values(cfg: SyntheticConfig, ft: FinetuneConfig) -> dict[str, int]:
-    return {"init_seed": cfg.init_seed, "data_seed": cfg.data_seed, "ft_data_seed": ft.ft_data_seed}
-
-
 def glue_run(cfg: SyntheticConfig, ft: FinetuneConfig, grid: DoseGrid, ref: Reference, table: pd.DataFrame,
              level: float) -> None:
     """Glue this run's dose table, its pretrained model's own alphas, its key and its weights'
@@ -364,22 +360,14 @@ def no_erasure(row, smallest: float) -> str:
     return INVERTED if row["low"] > 0 else INCONCLUSIVE
 
 
-def claim_verdict(row, cfg: SyntheticConfig, claim: str) -> str:
-    """The verdict of one claim from its row of `runs_table` (one dose, read alone)."""
-    measure, sign = CLAIMS[claim]
-    if sign == 0:
-        return no_erasure(row, smallest_effect(cfg, measure))
-    return seeds.verdict(row, smallest_effect(cfg, measure), sign)
-
-
 def verdict_grid(over: pd.DataFrame, cfg: SyntheticConfig) -> pd.DataFrame:
     """Per dose and claim, the verdict read over the runs, the doses of one claim being one family
     (Holm's rule over the grid's doses: a sign is called only where it rejects zero). Also the
     run-mean output-matched alpha and how many runs put it at the bound of its search."""
     wide_over = over.set_index(["lr", "steps", "measure"])
+    bound = wide_over.xs("output-matched alpha at bound", level="measure")
     out = pd.DataFrame({"alpha (output-matched)": wide_over.xs("output-matched alpha", level="measure")["mean"],
-                        "runs at the alpha bound": wide_over.xs("output-matched alpha at bound", level="measure")["mean"]
-                        * wide_over.xs("output-matched alpha at bound", level="measure")["runs"]})
+                        "runs at the alpha bound": bound["mean"] * bound["runs"]})
     for claim, (measure, sign) in CLAIMS.items():
         rows = over[over["measure"] == measure].set_index(["lr", "steps"]).loc[out.index].reset_index()
         if sign == 0:   # a sign is the failure here: erasure is called only where Holm rejects zero

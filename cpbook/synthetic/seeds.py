@@ -15,7 +15,6 @@ run's own interval over prompts is stored beside its estimate, for comparison).
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 
 import numpy as np
@@ -119,15 +118,3 @@ def family_verdicts(rows: pd.DataFrame, smallest_effect: float, paper_sign: int 
             v = verdicts.INCONCLUSIVE
         out.append(v)
     return out
-
-
-def runs_text(row, digits: int = 3) -> str:
-    """'0.123 [0.100, 0.146] over 5 runs'."""
-    iv = stats.Interval(row["mean"], row["low"], row["high"])
-    runs = int(row["runs"])
-    return f"{verdicts.interval_text(iv, digits)} over {runs} run{'s' * (runs != 1)}"
-
-
-def finite(x: float) -> float | None:
-    """A float for JSON: None for NaN or infinity."""
-    return float(x) if x is not None and math.isfinite(x) else None
