@@ -460,6 +460,30 @@ def budget_figure(table: pd.DataFrame, thresholds: dict[str, float], own_steps: 
     return fig
 
 
+def runs_share_figure(table: pd.DataFrame, over: pd.DataFrame, thresholds: dict[str, float]):
+    """The share of the gap closed by each training run (dots) and the t-interval over the runs
+    (bar), one panel per prior, one column per pretraining prior weight alpha (the single-prior
+    runs beside the mixture's); `thresholds` (label -> share) are drawn as lines."""
+    fig, axes = plt.subplots(1, 2, figsize=(WIDTH, 3.2), sharey=True)
+    for ax, prior in zip(axes, ("D_disc", "D_cont")):
+        t = table[table["prior"] == prior]
+        o = over[over["prior"] == prior].sort_values("alpha").reset_index(drop=True)
+        for i, r in o.iterrows():
+            runs = t[(t["alpha"] == r["alpha"]) & (t["steps"] == r["steps"])]["share"]
+            ax.plot([i] * len(runs), runs, "o", ms=4, alpha=0.6, color=PALETTE["transformer"],
+                    label="one run" if i == 0 else None)
+            ax.errorbar(i + 0.15, r["mean"], yerr=[[r["mean"] - r["low"]], [r["high"] - r["mean"]]], fmt="s",
+                        ms=5, capsize=3, lw=1.4, color="black", label="mean, 99% t-interval" if i == 0 else None)
+        _share_panel(ax, prior, thresholds, "pretraining prior weight alpha (steps)")
+        ax.set_xticks(range(len(o)), [f"{r.alpha:g}\n({r.steps})" for r in o.itertuples()])
+        ax.set_xlim(-0.5, max(len(o), 2) - 0.5)
+    if axes[0].get_legend():
+        axes[0].get_legend().remove()
+    axes[1].legend(fontsize=SMALL, loc="lower right")
+    fig.tight_layout()
+    return fig
+
+
 def shapes_figure(table: pd.DataFrame, thresholds: dict[str, float], own: tuple[int, int] | None = None):
     """The share of the gap to the Bayes mixture closed by each model shape (layers x width, in
     order of depth, its cost a step under its name as a ratio to the chapter's own model), one

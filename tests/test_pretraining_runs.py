@@ -72,3 +72,14 @@ def test_seed_sweeps_are_stored_and_read_back_by_their_world(tmp_path, monkeypat
     (tmp_path / "runs.csv").write_text((tmp_path / "runs.csv").read_text()[:-20])
     with pytest.raises(StoredResultError, match="runs.csv"):
         pr.load()
+
+
+def test_a_claim_reads_every_prior_of_its_runs():
+    over = pd.DataFrame([{"alpha": 0.5, "steps": 10, "prior": "D_disc", "mean": 0.8, "low": 0.7, "high": 0.9, "runs": 5},
+                         {"alpha": 0.5, "steps": 10, "prior": "D_cont", "mean": 0.96, "low": 0.95, "high": 0.97, "runs": 5},
+                         {"alpha": 0.0, "steps": 5, "prior": "D_cont", "mean": 0.97, "low": 0.95, "high": 0.99, "runs": 5}])
+    text, verdict = pr.claim(over, [0.5], 10)
+    assert verdict == verdicts.PARTLY and text.startswith("share of the gap closed 80% [70%, 90%] on D_disc, 96% [95%, 97%] on D_cont")
+    assert pr.claim(over, [0.0, 1.0], 5)[1] == verdicts.REPRODUCED
+    assert pr.claim(over, [0.3], 10) == ("no stored runs", verdicts.INCONCLUSIVE)
+    assert pr.combined([verdicts.NOT_REPRODUCED, verdicts.INCONCLUSIVE]) == verdicts.INCONCLUSIVE

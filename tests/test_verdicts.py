@@ -6,7 +6,7 @@ import pytest
 from cpbook import stats
 from cpbook import verdicts as V
 from cpbook.stats import Interval
-from cpbook.synthetic.chapter import conjugate_control, mixture_verdict
+from cpbook.synthetic.chapter import conjugate_verdict, mixture_verdict, suppression_verdict
 
 
 @pytest.mark.parametrize("iv, sign, expected", [
@@ -69,33 +69,36 @@ def test_record_glues_the_result_and_the_verdict(monkeypatch):
         V.record("claim-4", "x", "fine")
 
 
-def _conjugate_errors(recovered: float, helps_pretrained: float, rng):
-    """D_cont errors of 200 prompts at k = 1, 2: the pretrained model at 1 (and at 1 -
-    helps_pretrained under the transform), the fine-tuned one at 2 (plain) and at 2 - recovered
-    under the transform, with a little noise."""
+def test_chapter_3_reads_suppression_in_two_parts():
+    fits = pd.DataFrame({"estimate": [0.2, 0.8], "low": [0.15, 0.7], "high": [0.25, 0.9]},
+                        index=["pretrained", "fine-tuned"])
+    intact = pd.DataFrame({"damage": [0.01, 0.5], "low": [-0.02, 0.4], "high": [0.04, 0.6]})
+    damaged = intact.assign(damage=[0.3, 0.5], low=[0.2, 0.4], high=[0.4, 0.6])
+    assert suppression_verdict(fits, intact)[1] == V.REPRODUCED
+    assert suppression_verdict(fits, damaged)[1] == V.PARTLY
+    assert suppression_verdict(fits.iloc[::-1].set_axis(fits.index), damaged)[1] == V.NOT_REPRODUCED
+
+
+def _conjugate_errors(recovered: float, rng):
+    """D_cont errors of 200 prompts at k = 1, 2: the pretrained model at 1, the fine-tuned one at
+    2 (plain) and at 2 - recovered under the transform, with a little noise."""
     rows = []
     for prompt in range(200):
         for k in (1, 2):
-            noise = rng.normal(0, 0.05, 4)
+            noise = rng.normal(0, 0.05, 3)
             rows += [dict(predictor="pretrained", gamma=1.0, prior="D_cont", prompt=prompt, k=k, error=1 + noise[0]),
-                     dict(predictor="pretrained", gamma=2.0, prior="D_cont", prompt=prompt, k=k,
-                          error=1 - helps_pretrained + noise[3]),
                      dict(predictor="fine-tuned", gamma=1.0, prior="D_cont", prompt=prompt, k=k, error=2 + noise[1]),
                      dict(predictor="fine-tuned", gamma=2.0, prior="D_cont", prompt=prompt, k=k,
                           error=2 - recovered + noise[2])]
     return pd.DataFrame(rows)
 
 
-def test_chapter_4_measures_recovery_against_the_pretrained_models_own_change():
+def test_chapter_4_reads_recovery_and_whether_it_is_complete():
     rng = np.random.default_rng(0)
-    table = conjugate_control(_conjugate_errors(0.5, 0.2, rng), range(1, 3), gammas=(2.0,)).loc[2.0]
-    assert table.loc["fine-tuned", "mean"] == pytest.approx(-0.5, abs=0.01)
-    assert table.loc["pretrained (control)", "mean"] == pytest.approx(-0.2, abs=0.01)
-    assert table.loc["recovery: fine-tuned minus control", "mean"] == pytest.approx(-0.3, abs=0.01)
-    # a transform that helps both alike recovers nothing
-    same = conjugate_control(_conjugate_errors(0.2, 0.2, rng), range(1, 3), gammas=(2.0,)).loc[2.0]
-    row = same.loc["recovery: fine-tuned minus control"]
-    assert row["low"] < 0 < row["high"]
+    text, verdict = conjugate_verdict(_conjugate_errors(0.5, rng), range(1, 3))
+    assert verdict == V.PARTLY and text.startswith("gamma 2 recovers 50% of the D_cont damage at k <= 2")
+    assert conjugate_verdict(_conjugate_errors(1.0, rng), range(1, 3))[1] == V.REPRODUCED
+    assert conjugate_verdict(_conjugate_errors(-0.5, rng), range(1, 3))[1] == V.NOT_REPRODUCED
 
 
 def test_rows_of_a_table_combine():

@@ -6,7 +6,7 @@ from dataclasses import asdict
 
 import pandas as pd
 
-from .. import plots, stats, verdicts
+from .. import plots, verdicts
 from ..params import check_all, notebook_values, specs
 from ..stats import LEVEL_ASSERTS
 from .bayes import bayes_predictions
@@ -122,21 +122,39 @@ def mixture_verdict(claims: pd.DataFrame, model: str = "transformer") -> tuple[s
     return text, verdicts.combined(parts)
 
 
-def conjugate_control(errors: pd.DataFrame, ks, gammas=(1.5, 2.0), level: float = LEVEL_ASSERTS) -> pd.DataFrame:
-    """This run's D_cont error change under the transform at `ks`, for the fine-tuned model and
-    for the pretrained one (the control: the transform also helps a model never fine-tuned), and
-    the recovery, their difference, paired per prompt (what `dose.measure_dose` stores for every
-    run). `errors` is conjugate_errors' table. Rows per gamma; intervals over prompts."""
-    cont = errors[(errors["prior"] == "D_cont") & errors["k"].isin(list(ks))]
-    per_prompt = cont.groupby(["predictor", "gamma", "prompt"])["error"].mean()
-    rows = []
-    for gamma in gammas:
-        change = {m: per_prompt[m, gamma] - per_prompt[m, 1.0] for m in ("fine-tuned", "pretrained")}
-        for name, values in (("fine-tuned", change["fine-tuned"]), ("pretrained (control)", change["pretrained"]),
-                             ("recovery: fine-tuned minus control", change["fine-tuned"] - change["pretrained"])):
-            iv = stats.mean_interval(values.to_numpy(), level)
-            rows.append({"gamma": gamma, "D_cont error change": name, "mean": iv.mean, "low": iv.low, "high": iv.high})
-    return pd.DataFrame(rows).set_index(["gamma", "D_cont error change"]).round(4)
+def suppression_verdict(fits: pd.DataFrame, damage_bins: pd.DataFrame) -> tuple[str, str]:
+    """(result, verdict) of "fine-tuning mostly moves g: suppression, not erasure", in two parts:
+    the g-matched alpha rises (the 99% intervals of `fits` do not overlap), and where the
+    fine-tuned model's own g_theta is lowest (the first bin of `damage_bins`) D_cont is not
+    significantly worse than before (suppression alone would leave it intact there)."""
+    pre, tuned = fits.loc["pretrained"], fits.loc["fine-tuned"]
+    lowest = damage_bins.iloc[0]
+    parts = [verdicts.REPRODUCED if tuned["low"] > pre["high"] else verdicts.NOT_REPRODUCED,
+             verdicts.REPRODUCED if lowest["low"] <= 0 else verdicts.NOT_REPRODUCED]
+    text = (f"g-matched alpha {pre['estimate']:.2f} before, {tuned['estimate']:.2f} after; D_cont damage where "
+            f"g_theta is lowest {lowest['damage']:.3f} [{lowest['low']:.3f}, {lowest['high']:.3f}]")
+    return text, verdicts.combined(parts)
+
+
+def conjugate_verdict(errors: pd.DataFrame, ks, gamma: float = 2.0, level: float = LEVEL_ASSERTS) -> tuple[str, str]:
+    """(result, verdict) of "conjugate prompting recovers the pretrained ability on D_cont at small
+    k", in two parts: the fine-tuned model's D_cont error at `ks` falls under the transform, and
+    it falls back to the pretrained model's (not significantly above it). `errors` is
+    conjugate_errors' table (predictor, gamma, prior, prompt, k, error)."""
+    cont = errors[errors["prior"] == "D_cont"]
+
+    def run(predictor, g, name):
+        return cont[(cont["predictor"] == predictor) & (cont["gamma"] == g)].assign(predictor=name)
+
+    plain, pretrained, conjugate = run("fine-tuned", 1.0, "plain"), run("pretrained", 1.0, "pretrained"), \
+        run("fine-tuned", gamma, "conjugate")
+    damage = paired_gap(pd.concat([plain, pretrained]), "D_cont", "plain", "pretrained", ks, level)
+    recovery = paired_gap(pd.concat([conjugate, plain]), "D_cont", "conjugate", "plain", ks, level)
+    left = paired_gap(pd.concat([conjugate, pretrained]), "D_cont", "conjugate", "pretrained", ks, level)
+    text = (f"gamma {gamma:g} recovers {-recovery.mean / damage.mean:.0%} of the D_cont damage at k <= {max(ks)}; "
+            f"still {verdicts.interval_text(left, 3)} above the pretrained model")
+    return text, verdicts.combined([verdicts.by_sign(recovery, -1),
+                                    verdicts.REPRODUCED if left.low <= 0 else verdicts.NOT_REPRODUCED])
 
 
 def paper_scale_reference(level: float = LEVEL_ASSERTS) -> pd.DataFrame:
