@@ -13,7 +13,7 @@ of the other prior. A single-prior run is read on its own prior only: on the oth
 optimum and the wrong predictor coincide and the share is undefined.
 
 `python -m cpbook.synthetic.pretraining_runs store FOLDER [FOLDER ...]` stores the runs of one or
-more sweeps (`cpbook sweep 01 --seeds N`, and `-p alpha 0.0,1.0 -p steps 2000 --seeds N` for the
+more sweeps (`cpbook sweep 01 --seeds N`, and `-p alpha 0.0,1.0 -p steps S --seeds N` for the
 single-prior runs) in book/results/pretraining/runs.{csv,json}, with each run's weights' SHA-256.
 """
 from __future__ import annotations
@@ -107,18 +107,16 @@ def runs_of(cfg: SyntheticConfig, own: list[dict], alpha: float | None = None, s
     `own` (seed -1) join them; with them alone every interval over runs is undefined."""
     alpha = cfg.alpha if alpha is None else alpha
     steps = cfg.steps if steps is None else steps
-    want = {**world(run_key(cfg)), "alpha": alpha, "steps": steps}
-    mine = alpha == cfg.alpha and steps == cfg.steps
-    out = []
+    own_key = run_key(cfg)
+    want = {**world(own_key), "alpha": alpha, "steps": steps}
+    out, stored_keys = [], []
     if RECORD.exists():
         table, record = load()
         same = [r for r in record["runs"] if world(r["key"]) == want]
-        picked = table[(table["alpha"] == alpha) & (table["steps"] == steps)
-                       & table["seed"].isin([r["seed"] for r in same])]
-        out.append(picked)
-        if mine and not any(r["key"] == run_key(cfg) for r in same):
-            out.append(pd.DataFrame(own).assign(alpha=alpha, steps=steps, seed=-1)[COLUMNS])
-    elif mine:
+        stored_keys = [r["key"] for r in same]
+        out.append(table[(table["alpha"] == alpha) & (table["steps"] == steps)
+                         & table["seed"].isin([r["seed"] for r in same])])
+    if (alpha, steps) == (cfg.alpha, cfg.steps) and own_key not in stored_keys:
         out.append(pd.DataFrame(own).assign(alpha=alpha, steps=steps, seed=-1)[COLUMNS])
     return pd.concat(out, ignore_index=True) if out else pd.DataFrame(columns=COLUMNS)
 
@@ -133,7 +131,7 @@ def share_verdict(row) -> str:
     paper's "approaches the Bayes-optimal predictor"); partly when above HALF but not wholly above
     CLOSE; not reproduced when wholly below HALF; inconclusive when it straddles HALF, or with
     fewer than two runs (no interval)."""
-    if not (row["low"] == row["low"] and row["high"] == row["high"]):   # NaN: one run
+    if pd.isna(row["low"]) or pd.isna(row["high"]):   # one run: no interval
         return verdicts.INCONCLUSIVE
     if row["low"] >= CLOSE:
         return verdicts.REPRODUCED
@@ -160,8 +158,9 @@ def combined(parts: list[str]) -> str:
 
 def claim(over: pd.DataFrame, alphas: list[float], steps: int) -> tuple[str, str]:
     """(result, verdict) of a claim read over the runs at pretraining weights `alphas` and `steps`,
-    every prior each of them has a share on: e.g. '83% [77%, 89%] of the gap closed on D_disc
-    (alpha 0.5), ...; 5 runs each'."""
+    every prior each of them has a share on: e.g. 'share of the gap closed 83% [77%, 89%] on
+    D_disc, 97% [96%, 97%] on D_cont; 5 runs each' (with the alpha after each prior when
+    `alphas` has several)."""
     rows = over[over["alpha"].isin(alphas) & (over["steps"] == steps)]
     rows = rows.sort_values(["alpha", "prior"], ascending=[True, False])   # D_disc first
     if rows.empty:
