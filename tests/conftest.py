@@ -53,6 +53,22 @@ def sample_seed(what: str) -> int:
     return seed
 
 
+_RUN_DRAW: dict[str, int] = {}
+
+
+def stored_run_draw(n_runs: int):
+    """Which stored training run (0 .. n_runs - 1) this test session trains again, its seed and a
+    generator for any further draw: (seed, run, rng). One seed per session, shared by the checks
+    of chapter 8's dose grid and chapter 1's pretraining runs, whose run s has the same pretraining
+    seeds, so the one pretraining they need is trained once."""
+    import numpy as np
+
+    if "seed" not in _RUN_DRAW:
+        _RUN_DRAW["seed"] = sample_seed("the stored training runs")
+    rng = np.random.default_rng(_RUN_DRAW["seed"])
+    return _RUN_DRAW["seed"], int(rng.integers(n_runs)), rng
+
+
 def damage_record(path, damage: str, edit) -> None:
     """Damage a stored JSON record in place: "truncated" (cut in half) or "edited" (`edit(record)`
     changes it, and it is written back whole, so it parses but no longer matches its checksum)."""

@@ -83,3 +83,38 @@ def test_a_claim_reads_every_prior_of_its_runs():
     assert pr.claim(over, [0.0, 1.0], 5)[1] == verdicts.REPRODUCED
     assert pr.claim(over, [0.3], 10) == ("no stored runs", verdicts.INCONCLUSIVE)
     assert pr.combined([verdicts.NOT_REPRODUCED, verdicts.INCONCLUSIVE]) == verdicts.INCONCLUSIVE
+
+
+def test_the_stored_runs_are_the_chapters_and_a_random_one_recomputes():
+    """CI's agreement check for chapter 1's stored runs: five or more runs of the chapter's world
+    at the seeds of a sweep, seed 0 the chapter's own run, and five or more of each single-prior
+    run, from clean commits; and one randomly chosen run of the chapter's world, pretrained again
+    now and measured as the chapter measures it, gives its stored statistics. Its seed is the
+    dose grid's check's draw (run s of both has the same pretraining), so the model is trained
+    once a session, and not at all when the draw is seed 0 (the chapter's own model). The
+    single-prior runs are not retrained here: about three minutes each."""
+    from conftest import stored_run_draw
+    from cpbook.provenance import numerics_note, same_numerics
+    from cpbook.synthetic import budget
+    from cpbook.synthetic.config import SyntheticConfig
+
+    table, record = pr.load()
+    cfg = make_config("cpu")
+    by_world = {}
+    for run in record["runs"]:
+        by_world.setdefault((run["alpha"], run["steps"]), []).append(run)
+    assert all(not r["commit"].endswith("+dirty") and r["commit"] != "unknown" for r in record["runs"])
+    for world, runs in by_world.items():
+        assert sorted(r["seed"] for r in runs) == list(range(len(runs))) and len(runs) >= 5, world
+    assert set(by_world) == {(cfg.alpha, cfg.steps), (0.0, pr.SINGLE_PRIOR_STEPS), (1.0, pr.SINGLE_PRIOR_STEPS)}
+    mine = sorted(by_world[cfg.alpha, cfg.steps], key=lambda r: r["seed"])
+    assert mine[0]["key"] == pr.run_key(cfg), "the stored runs' seed 0 is not chapter 1's: sweep and store again"
+
+    seed, index, _ = stored_run_draw(len(mine))
+    run = mine[index]
+    rows, model = budget.measure(SyntheticConfig(**run["key"]), progress=False)
+    where = f"run {run['seed']} (CPBOOK_TEST_SEED={seed}); {numerics_note(record.get('numerics'))}"
+    if same_numerics(record.get("numerics")):
+        assert model.weights_sha256() == run["pretrained_sha256"], where
+    off = budget.disagreements(table, rows, seed=run["seed"], alpha=cfg.alpha, steps=cfg.steps)
+    assert not off, f"{'; '.join(off)}; {where}"

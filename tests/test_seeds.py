@@ -5,11 +5,11 @@ import pandas as pd
 import torch
 
 from cpbook import verdicts as V
-from cpbook.synthetic import dose, seeds
+from cpbook.synthetic import dose, operating, seeds
 from cpbook.synthetic.bayes import BayesPredictions
 from cpbook.synthetic.conjugate import recovery_per_prompt
 from cpbook.synthetic.forgetting import beyond_eq7
-from cpbook.synthetic.inference import LOGIT_GRID, at_bound
+from cpbook.synthetic.inference import LOGIT_GRID, alpha_text, at_bound
 from cpbook.synthetic.tasks import Prompts
 
 from test_runs import tiny
@@ -66,6 +66,7 @@ def test_recovery_subtracts_what_the_transform_does_for_the_pretrained_model():
 
 
 def test_an_alpha_at_the_edge_of_its_search_is_flagged():
+    assert alpha_text(1.0) == "at least 1.000" and alpha_text(0.0) == "at most 0.000" and alpha_text(0.6) == "0.600"
     assert at_bound(1.0) and at_bound(0.0) and not at_bound(0.5)
     assert at_bound(1 / (1 + np.exp(-LOGIT_GRID[-1]))) and not at_bound(1 / (1 + np.exp(-5.0)))
 
@@ -99,3 +100,55 @@ def test_the_verdict_grid_reads_each_claim_over_runs():
     assert dose.holds_at(grid, "4: locality, model", V.INVERTED) == "lr 0.001: 400 steps"
     split = dose.alpha_split(over, grid)
     assert split["saturated"]      # the inverted dose's alpha is at the bound in every run
+
+
+def _grid_over(cfg, erasure: float):
+    """A two-dose grid over five runs: the operating dose (1e-4, 400), where every claim shows the
+    paper's sign but for `erasure` beyond Eq. 7, and a stronger dose (1e-3, 400)."""
+    rng = np.random.default_rng(1)
+    rows = []
+    for seed in range(5):
+        for lr in (1e-4, 1e-3):
+            for m in [m for m, _ in dose.CLAIMS.values()] + ["output-matched alpha", "output-matched alpha at bound",
+                                                            "held-out D_disc gain"]:
+                value = {"damage beyond Eq. 7": erasure, "output-matched alpha at bound": 0.0,
+                         "held-out D_disc gain": 0.95 if lr == 1e-4 else 1.0}.get(m, 0.5)
+                if m.startswith("conjugate recovery"):
+                    value = -0.5
+                rows.append({"seed": seed, "lr": lr, "steps": 400, "measure": m,
+                             "mean": value + 0.001 * rng.standard_normal()})
+    return dose.runs_table(pd.DataFrame(rows))
+
+
+def test_chapters_2_to_4_read_their_claims_at_the_operating_dose():
+    cfg, _ = tiny()
+    over = _grid_over(cfg, erasure=0.2)
+    runs = operating.OverRuns(cfg, over, dose.verdict_grid(over, cfg), dose.operating_dose(over), 5)
+    assert runs.dose == (1e-4, 400) and operating.where(runs) == "5 runs at lr 0.0001, 400 steps"
+    assert operating.verdict(runs, "3: D_cont damage") == V.REPRODUCED
+    assert operating.verdict(runs, "6: conjugate recovery, gamma 2") == V.REPRODUCED   # down is the paper's sign
+    assert operating.verdict(runs, "5: damage beyond Eq. 7") == V.INVERTED            # erasure
+    assert operating.interval(runs, "3: D_cont damage").startswith("0.50")
+    table = operating.table(runs, ["3: D_cont damage", "5: damage beyond Eq. 7"])
+    assert table.loc["5: damage beyond Eq. 7", "inverted at (Holm)"] == "lr 0.0001: 400 steps; lr 0.001: 400 steps"
+    assert table.loc["3: D_cont damage", "runs"] == 5
+    none = _grid_over(cfg, erasure=0.0)
+    runs = operating.OverRuns(cfg, none, dose.verdict_grid(none, cfg), (1e-4, 400), 5)
+    assert operating.verdict(runs, "5: damage beyond Eq. 7") == V.REPRODUCED          # no erasure
+
+
+def test_without_stored_runs_every_verdict_is_inconclusive(tmp_path, monkeypatch):
+    cfg, ft = tiny()
+    assert operating.stored(cfg, ft) is None          # the book's grid holds no run of the tiny world
+    monkeypatch.setattr(dose, "RECORD", tmp_path / "none.json")
+    assert operating.stored(cfg, ft) is None
+    assert operating.verdict(None, "3: D_cont damage") == V.INCONCLUSIVE
+    assert list(operating.table(None, ["3: D_cont damage"])["verdict"]) == [V.INCONCLUSIVE]
+    assert "inconclusive" in operating.note(None) and operating.where(None) == "no stored runs"
+
+
+def test_the_stored_grid_gives_the_books_world_five_runs_and_its_operating_dose():
+    from cpbook.synthetic.config import make_configs  # noqa: PLC0415  the book's own preset
+    runs = operating.stored(*make_configs("cpu"))
+    assert runs is not None and runs.runs >= seeds.MIN_RUNS
+    assert runs.dose == (1e-4, dose.OPERATING_STEPS)

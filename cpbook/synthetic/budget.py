@@ -48,7 +48,7 @@ from .train import train
 RESULTS = RESULTS_ROOT / "pretraining"
 TABLE, RECORD = RESULTS / "budget.csv", RESULTS / "budget.json"
 BUDGET_STEPS = (1000, 2000, PRESETS["cpu"]["steps"], 8000)   # the preset's own is chapter 1's model
-# the verdict thresholds of chapter.mixture_verdict, drawn on the figure
+# the verdict thresholds of pretraining_runs.share_verdict, drawn on the figure
 LINES = {f"reproduced ({CLOSE_TO_MIXTURE:.0%})": CLOSE_TO_MIXTURE, "partly (50%)": 0.5}
 COLUMNS = ["steps", "prior", "share", "share_low", "share_high",
            "excess", "excess_low", "excess_high", "gap", "gap_low", "gap_high"]

@@ -4,17 +4,18 @@ from __future__ import annotations
 
 from dataclasses import asdict
 
+import numpy as np
 import pandas as pd
 
-from .. import plots, verdicts
+from .. import plots, stats
 from ..params import check_all, notebook_values, specs
 from ..stats import LEVEL_ASSERTS
 from .bayes import bayes_predictions
 from .config import FinetuneConfig, SyntheticConfig, make_config, make_configs
 from .conjugate import conjugate_bayes, conjugate_predict
-from .evaluate import Evaluation, errors_by_k, paired_gap
-from .forgetting import damage_by_bin
-from .inference import estimate_g, g_table
+from .evaluate import OUTPUT_LOGIT_GRID, Evaluation, errors_by_k, paired_gap
+from .forgetting import beyond_eq7, damage_by_bin
+from .inference import at_bound, estimate_g, g_table
 from .reference import compare_with_reference, paper_scale_baselines
 from .runs import finetune_trajectory  # noqa: F401  (chapter 2 calls it as chapter.finetune_trajectory)
 from .tasks import Prior, Prompts, sample_prompts
@@ -101,60 +102,21 @@ def gap_closed(claims: pd.DataFrame, model: str = "transformer") -> pd.Series:
 CLOSE_TO_MIXTURE = 0.9   # "close to the Bayes mixture": at least 90% of the gap closed
 
 
-def mixture_verdict(claims: pd.DataFrame, model: str = "transformer") -> tuple[str, str]:
-    """(result, verdict) of the paper's claim that the pretrained model is close to the Bayes
-    mixture on both priors. Per prior, from the 99% intervals of `claims`: reproduced when the
-    model closes at least CLOSE_TO_MIXTURE of the gap (model - mixture below that share of
-    wrong - mixture at the ends of both intervals), partly when it closes more than half, not
-    reproduced otherwise."""
-    closed = gap_closed(claims, model)
-    parts = []
-    for prior in closed.index:
-        excess = claims.loc[f"{model} - mixture on {prior}, all k"]
-        gap = claims.loc[f"wrong prior - mixture on {prior}, all k"]
-        if excess["high"] < (1 - CLOSE_TO_MIXTURE) * gap["low"]:
-            parts.append(verdicts.REPRODUCED)
-        elif excess["high"] < gap["low"] / 2:
-            parts.append(verdicts.PARTLY)
-        else:
-            parts.append(verdicts.NOT_REPRODUCED)
-    text = ", ".join(f"{closed[p]:.0%} of the gap closed on {p}" for p in closed.index)
-    return text, verdicts.combined(parts)
-
-
-def suppression_verdict(fits: pd.DataFrame, damage_bins: pd.DataFrame) -> tuple[str, str]:
-    """(result, verdict) of "fine-tuning mostly moves g: suppression, not erasure", in two parts:
-    the g-matched alpha rises (the 99% intervals of `fits` do not overlap), and where the
-    fine-tuned model's own g_theta is lowest (the first bin of `damage_bins`) D_cont is not
-    significantly worse than before (suppression alone would leave it intact there)."""
-    pre, tuned = fits.loc["pretrained"], fits.loc["fine-tuned"]
-    lowest = damage_bins.iloc[0]
-    parts = [verdicts.REPRODUCED if tuned["low"] > pre["high"] else verdicts.NOT_REPRODUCED,
-             verdicts.REPRODUCED if lowest["low"] <= 0 else verdicts.NOT_REPRODUCED]
-    text = (f"g-matched alpha {pre['estimate']:.2f} before, {tuned['estimate']:.2f} after; D_cont damage where "
-            f"g_theta is lowest {lowest['damage']:.3f} [{lowest['low']:.3f}, {lowest['high']:.3f}]")
-    return text, verdicts.combined(parts)
-
-
-def conjugate_verdict(errors: pd.DataFrame, ks, gamma: float = 2.0, level: float = LEVEL_ASSERTS) -> tuple[str, str]:
-    """(result, verdict) of "conjugate prompting recovers the pretrained ability on D_cont at small
-    k", in two parts: the fine-tuned model's D_cont error at `ks` falls under the transform, and
-    it falls back to the pretrained model's (not significantly above it). `errors` is
-    conjugate_errors' table (predictor, gamma, prior, prompt, k, error)."""
-    cont = errors[errors["prior"] == "D_cont"]
-
-    def run(predictor, g, name):
-        return cont[(cont["predictor"] == predictor) & (cont["gamma"] == g)].assign(predictor=name)
-
-    plain, pretrained, conjugate = run("fine-tuned", 1.0, "plain"), run("pretrained", 1.0, "pretrained"), \
-        run("fine-tuned", gamma, "conjugate")
-    damage = paired_gap(pd.concat([plain, pretrained]), "D_cont", "plain", "pretrained", ks, level)
-    recovery = paired_gap(pd.concat([conjugate, plain]), "D_cont", "conjugate", "plain", ks, level)
-    left = paired_gap(pd.concat([conjugate, pretrained]), "D_cont", "conjugate", "pretrained", ks, level)
-    text = (f"gamma {gamma:g} recovers {-recovery.mean / damage.mean:.0%} of the D_cont damage at k <= {max(ks)}; "
-            f"still {verdicts.interval_text(left, 3)} above the pretrained model")
-    return text, verdicts.combined([verdicts.by_sign(recovery, -1),
-                                    verdicts.REPRODUCED if left.low <= 0 else verdicts.NOT_REPRODUCED])
+def conjugate_control(errors: pd.DataFrame, ks, gammas=(1.5, 2.0), level: float = LEVEL_ASSERTS) -> pd.DataFrame:
+    """This run's D_cont error change under the transform at `ks`, for the fine-tuned model and
+    for the pretrained one (the control: the transform also helps a model never fine-tuned), and
+    the recovery, their difference, paired per prompt (what `dose.measure_dose` stores for every
+    run). `errors` is conjugate_errors' table. Rows per gamma; intervals over prompts."""
+    cont = errors[(errors["prior"] == "D_cont") & errors["k"].isin(list(ks))]
+    per_prompt = cont.groupby(["predictor", "gamma", "prompt"])["error"].mean()
+    rows = []
+    for gamma in gammas:
+        change = {m: per_prompt[m, gamma] - per_prompt[m, 1.0] for m in ("fine-tuned", "pretrained")}
+        for name, values in (("fine-tuned", change["fine-tuned"]), ("pretrained (control)", change["pretrained"]),
+                             ("recovery: fine-tuned minus control", change["fine-tuned"] - change["pretrained"])):
+            iv = stats.mean_interval(values.to_numpy(), level)
+            rows.append({"gamma": gamma, "D_cont error change": name, "mean": iv.mean, "low": iv.low, "high": iv.high})
+    return pd.DataFrame(rows).set_index(["gamma", "D_cont error change"]).round(4)
 
 
 def paper_scale_reference(level: float = LEVEL_ASSERTS) -> pd.DataFrame:
@@ -175,15 +137,43 @@ def stack_bins(sources: dict[str, pd.DataFrame], level: float) -> pd.DataFrame:
                      ignore_index=True)
 
 
+def own_g(g: pd.DataFrame, model: str, prior: str, n_points: int) -> np.ndarray:
+    """One model's g_theta on one prior's contexts, from a g table, as a (prompt, k) array (NaN
+    at k = 0, where there is no context)."""
+    sel = g[(g["model"] == model) & (g["prior"] == prior)]
+    return sel.pivot_table(index="prompt", columns="k", values="g_model").reindex(columns=range(n_points)).to_numpy()
+
+
+def suppression_statistics(ev: Evaluation, g: pd.DataFrame, cfg: SyntheticConfig,
+                           level: float = LEVEL_ASSERTS) -> pd.DataFrame:
+    """This run's statistics of "fine-tuning mostly moves g", on the D_cont contexts of the g table
+    (k >= 1, each prompt once, normal intervals over prompts): the shift of g_theta (fine-tuned
+    minus pretrained), the D_cont damage, and the part of that damage beyond what Eq. 7 predicts
+    from each model's own g_theta (`forgetting.beyond_eq7`; zero if fine-tuning only moved g).
+    What `dose.measure_dose` stores for every run of the grid."""
+    g_pre, g_tuned = (own_g(g, m, "D_cont", cfg.n_points) for m in ("pretrained", "fine-tuned"))
+    n, ks = len(g_pre), range(1, cfg.k_max + 1)
+    preds = ev.predictions["D_cont"]
+    errors = ev.errors[(ev.errors["prior"] == "D_cont") & (ev.errors["prompt"] < n) & (ev.errors["k"] >= 1)]
+    per_prompt = errors.pivot_table(index="prompt", columns="predictor", values="error", aggfunc="mean")
+    values = {"g_theta shift on D_cont": np.nanmean(g_tuned[:, 1:] - g_pre[:, 1:], axis=1),
+              "D_cont damage": (per_prompt["fine-tuned"] - per_prompt["pretrained"]).to_numpy(),
+              "damage beyond Eq. 7": beyond_eq7(preds["pretrained"], preds["fine-tuned"], g_pre, g_tuned,
+                                                ev.bayes["D_cont"], ev.prompts["D_cont"].ys, cfg.d, ks)}
+    return pd.DataFrame({name: vars(stats.mean_interval(v, level)) for name, v in values.items()}).T
+
+
 def variant_table(ev: Evaluation) -> pd.DataFrame:
     """Per model: mean error / d on each prior (k >= 1) and its output-matched alpha (the prior
     weight whose Bayes mixture best matches its predictions)."""
     means = mean_error(ev.errors)
     rows = {}
     for name in ev.models:
-        rows[name] = {f"error on {prior}": means[prior][name] for prior in ev.prompts}
-        rows[name]["output-matched alpha"] = ev.output_matched_alpha(name)
-    return pd.DataFrame(rows).T.round(3)
+        rows[name] = {f"error on {prior}": round(means[prior][name], 3) for prior in ev.prompts}
+        alpha = ev.output_matched_alpha(name)
+        rows[name]["output-matched alpha"] = round(alpha, 3)
+        rows[name]["alpha at the search bound"] = at_bound(alpha, OUTPUT_LOGIT_GRID)   # reads "at least"
+    return pd.DataFrame.from_dict(rows, orient="index")
 
 
 def g_estimates(models: dict, prompts: dict, tasks, cfg: SyntheticConfig, n_prompts: int,

@@ -7,14 +7,17 @@ rate), which saves the model at every monitored step: dose (lr, s) is that run a
 
 At each dose, against the pretrained model on the same prompts (`measure_dose`):
 - claim 3: the gain on D_disc and the damage on D_cont (paired over prompts, k >= 1);
-- claim 5: both effective-alpha estimators (output-matched, chapter 2; g-matched, chapter 3);
+- claim 5: both effective-alpha estimators (output-matched, chapter 2; g-matched, chapter 3),
+  flagged where they sit at the bound of their search, and the shift of g_theta, which cannot;
 - claim 4: locality, the damage in the quartile of D_cont prompts closest to D_disc (Bayes g)
   minus the farthest quartile, for the model and for an ideal Bayesian whose prior weight moves
   from the *pretrained model's own* effective alpha to the fine-tuned model's;
-- claim 6: conjugate prompting at gamma 1.5 and 2, the D_cont error change at small k;
-- erased or suppressed: the damage on the D_cont prompts where the fine-tuned model's own
-  g_theta is lowest (there it does not think the prompt is D_disc, so suppression cannot explain
-  a loss).
+- claim 6: conjugate prompting at gamma 1.5 and 2, the D_cont error change at small k, and the
+  recovery: that change minus the pretrained model's under the same transform;
+- erased or suppressed: the D_cont damage beyond what Eq. 7 predicts from the models' own
+  g_theta (`forgetting.beyond_eq7`), and, as a description only, the damage where the fine-tuned
+  g_theta is lowest (Eq. 7 predicts damage there too where that g_theta is above the
+  pretrained model's).
 `revival` is the other test of erasure: a few steps on D_cont, from the fine-tuned model and from
 a freshly initialised one.
 """
@@ -36,7 +39,7 @@ from ..provenance import numerics_note, provenance, same_numerics
 from .config import DoseGrid, FinetuneConfig, SyntheticConfig, check_doses, check_grid
 from .conjugate import conjugate_predict, recovery_per_prompt
 from .evaluate import OUTPUT_LOGIT_GRID, Evaluation, errors_by_k, eval_prompts, evaluate, paired_gap
-from .forgetting import beyond_eq7, closest_minus_farthest, locality_rows
+from .forgetting import beyond_eq7, closest_minus_farthest, damage_by_bin, locality_rows
 from .inference import LOGIT_GRID, at_bound, estimate_g, g_matched_alpha
 from .model import InContextRegressor
 from .runs import build_model, finetune_model_now, finetune_trajectory, finetuned, monitor_errors, pretrained
@@ -97,13 +100,6 @@ def g_alpha(ref: Reference, model, n_queries: int = 16) -> tuple[float, np.ndarr
     return g_matched_alpha(g, llr), est["D_cont"].g_model, est["D_cont"].g_bayes, float(np.nanmedian(r2))
 
 
-def clustered_bin_damage(rows: pd.DataFrame, which: int, level: float) -> stats.Interval:
-    """Mean damage in one g bin, each prompt counted once (its rows in that bin averaged), so the
-    interval is over independent prompts."""
-    per_prompt = rows[rows["bin"] == which].groupby("prompt")["damage"].mean()
-    return stats.mean_interval(per_prompt, level)
-
-
 def measure_dose(ref: Reference, model, level: float = stats.LEVEL_ASSERTS,
                  n_queries: int = 16) -> list[dict]:
     """Every measurement of one fine-tuned model against the pretrained one: rows
@@ -159,7 +155,8 @@ def measure_dose(ref: Reference, model, level: float = stats.LEVEL_ASSERTS,
     out["damage beyond Eq. 7"] = stats.mean_interval(excess, level)
     sub = errors[(errors["prior"] == "D_cont") & (errors["prompt"] < n)]
     own = locality_rows(sub, g_cont_model, "pretrained", "fine-tuned")
-    out["damage where own g_theta is lowest"] = clustered_bin_damage(own, 0, level)
+    lowest = damage_by_bin(own, level).iloc[0]   # bin 0: the lowest own g_theta
+    out["damage where own g_theta is lowest"] = stats.Interval(lowest["damage"], lowest["low"], lowest["high"])
     return [{"measure": name, **asdict(iv)} for name, iv in out.items()]
 
 
@@ -285,7 +282,7 @@ def grid_table(cfg: SyntheticConfig, ft: FinetuneConfig, grid: DoseGrid, ref: Re
     return dose_table(cfg, ft, grid, ref, level, progress), None
 
 
-def _world(key: dict) -> dict:
+def world(key: dict) -> dict:
     """A run's key without its training seeds: what the runs of one seed sweep share."""
     return {**key, "config": {k: v for k, v in key["config"].items() if k not in SEED_NAMES},
             "finetune": {k: v for k, v in key["finetune"].items() if k not in SEED_NAMES}}
@@ -300,7 +297,7 @@ def runs_of(cfg: SyntheticConfig, ft: FinetuneConfig, grid: DoseGrid, table: pd.
     out = [table.assign(seed=-1)[COLUMNS]]
     if RECORD.exists():
         stored, record = load_grid()
-        same = [r["seed"] for r in record["runs"] if _world(r["key"]) == _world(own)]
+        same = [r["seed"] for r in record["runs"] if world(r["key"]) == world(own)]
         if same:
             out = [stored[stored["seed"].isin(same)]]
             if stored_run(record, cfg, ft, grid, level) is None:
@@ -370,14 +367,12 @@ def verdict_grid(over: pd.DataFrame, cfg: SyntheticConfig) -> pd.DataFrame:
                         "runs at the alpha bound": bound["mean"] * bound["runs"]})
     for claim, (measure, sign) in CLAIMS.items():
         rows = over[over["measure"] == measure].set_index(["lr", "steps"]).loc[out.index].reset_index()
+        smallest = smallest_effect(cfg, measure)
         if sign == 0:   # a sign is the failure here: erasure is called only where Holm rejects zero
-            rejected = stats.holm(rows["p"].fillna(1.0).tolist())
-            calls = [no_erasure(r, smallest_effect(cfg, measure)) for _, r in rows.iterrows()]
-            calls = [INCONCLUSIVE if c == INVERTED and not rej else c
-                     for c, rej in zip(calls, rejected)]
+            out[claim] = seeds.family_verdicts(rows, smallest, read=lambda r, s=smallest: no_erasure(r, s),
+                                               needs_rejection=(INVERTED,))
         else:
-            calls = seeds.family_verdicts(rows, smallest_effect(cfg, measure), sign)
-        out[claim] = calls
+            out[claim] = seeds.family_verdicts(rows, smallest, sign)
     return out
 
 

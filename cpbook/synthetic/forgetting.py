@@ -30,12 +30,12 @@ def locality_rows(errors: pd.DataFrame, g: np.ndarray, before: str, after: str, 
 
 
 def damage_by_bin(rows: pd.DataFrame, level: float) -> pd.DataFrame:
-    """Mean damage per bin with a normal interval (prompt-level clustering ignored here; the
-    assert uses the bootstrap of `closest_minus_farthest`, which respects it).
-    Columns bin, mean_g, damage, n, low, high."""
-    g = rows.groupby("bin")
-    out = stats.grouped_mean_interval(g["damage"], level).rename(columns={"mean": "damage"})
-    out.insert(0, "mean_g", g["g"].mean())
+    """Mean damage per bin, each prompt counted once (its rows in that bin averaged: a prompt's
+    rows at different k are not independent), with a normal interval over those prompts.
+    Columns bin, mean_g (over the bin's rows), damage, n (prompts), low, high."""
+    per_prompt = rows.groupby(["bin", "prompt"])["damage"].mean().groupby(level="bin")
+    out = stats.grouped_mean_interval(per_prompt, level).rename(columns={"mean": "damage"})
+    out.insert(0, "mean_g", rows.groupby("bin")["g"].mean())
     return out.reset_index()
 
 

@@ -104,6 +104,16 @@ def at_bound(alpha: float, grid: np.ndarray = LOGIT_GRID) -> bool:
     return a >= grid[-1] - step or a <= grid[0] + step
 
 
+def alpha_text(alpha: float, grid: np.ndarray = LOGIT_GRID, digits: int = 3) -> str:
+    """An alpha estimate as text: "at least" (or "at most") before it where it sits at the upper
+    (or lower) bound of its search, `at_bound`, since there it bounds the value and does not
+    estimate it."""
+    text = f"{alpha:.{digits}f}"
+    if not at_bound(alpha, grid):
+        return text
+    return f"{'at least' if alpha > 0.5 else 'at most'} {text}"
+
+
 def _refine(g: np.ndarray, llr: np.ndarray, best: int) -> float:
     """alpha minimising mean((g - sigmoid(logit(alpha) + llr))^2), searched inside the grid cells
     beside grid point `best`."""

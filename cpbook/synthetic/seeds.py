@@ -96,7 +96,7 @@ def over_runs(table: pd.DataFrame, by: list[str], value: str = "mean",
         iv = stats.runs_interval(group[value], level)
         rows.append({**dict(zip(by, key if isinstance(key, tuple) else (key,))), "mean": iv.mean, "low": iv.low,
                      "high": iv.high, "runs": len(group), "p": t_p_value(group[value])})
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows, columns=[*by, "mean", "low", "high", "runs", "p"])   # the columns even when empty
 
 
 def verdict(row, smallest_effect: float, paper_sign: int = 1, prerequisite: bool = True) -> str:
@@ -106,15 +106,18 @@ def verdict(row, smallest_effect: float, paper_sign: int = 1, prerequisite: bool
 
 
 def family_verdicts(rows: pd.DataFrame, smallest_effect: float, paper_sign: int = 1,
-                    level: float = 1 - stats.LEVEL_ASSERTS) -> list[str]:
-    """Verdicts of many rows read together (one measure at every dose): a sign is called only
-    where Holm's rule rejects zero at family-wise error `level` over the rows; elsewhere the row
-    is null when its interval lies within the smallest effect of interest, else inconclusive."""
+                    level: float = 1 - stats.LEVEL_ASSERTS, read=None,
+                    needs_rejection=(verdicts.REPRODUCED, verdicts.INVERTED)) -> list[str]:
+    """Verdicts of many rows read together (one measure at every dose): each row is read by
+    `read(row)` (default: `verdict` with the smallest effect and the paper's sign), and a verdict
+    among `needs_rejection` (a sign) stands only where Holm's rule rejects zero at family-wise
+    error `level` over the rows; elsewhere it becomes inconclusive."""
+    if read is None:
+        def read(row):
+            return verdict(row, smallest_effect, paper_sign)
     rejected = stats.holm(rows["p"].fillna(1.0).tolist(), level)
     out = []
     for (_, row), reject in zip(rows.iterrows(), rejected):
-        v = verdict(row, smallest_effect, paper_sign)
-        if v in (verdicts.REPRODUCED, verdicts.INVERTED) and not reject:
-            v = verdicts.INCONCLUSIVE
-        out.append(v)
+        v = read(row)
+        out.append(verdicts.INCONCLUSIVE if v in needs_rejection and not reject else v)
     return out
