@@ -87,6 +87,13 @@ def table(runs: OverRuns | None, claims: list[str]) -> pd.DataFrame:
     }, index=pd.Index(claims, name="claim"))
 
 
+def show(runs: OverRuns | None, claims: list[str]) -> None:
+    """Display `table` in a chapter in full: its columns of doses are longer than pandas shows."""
+    from IPython.display import display  # noqa: PLC0415  only a chapter being executed displays
+    with pd.option_context("display.max_colwidth", None):
+        display(table(runs, claims))
+
+
 def where(runs: OverRuns | None) -> str:
     """'5 runs at lr 0.0001, 400 steps': what a verdict over runs rests on."""
     return "no stored runs" if runs is None else f"{runs.runs} runs at lr {runs.dose[0]:g}, {runs.dose[1]} steps"
