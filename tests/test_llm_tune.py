@@ -220,8 +220,8 @@ def test_instruction_data_is_deterministic_correct_and_english_only():
         answer = r["answer"].strip()
         if r["kind"] == "math":
             assert int(answer) == _solve(r["instruction"]), r
-        elif r["kind"] in ("blank_first", "blank_word"):
-            filled = r["instruction"].split(": ", 1)[1].replace("___", answer)
+        elif r["kind"] == "blank_word":
+            filled = r["instruction"].split(": ", 1)[1].replace(D.BLANK, answer)
             assert filled.endswith(".") and any(filled.startswith(s) for s in D.SUBJECTS), r
         elif r["kind"] in ("repeat", "upper", "lower"):
             sentence = r["instruction"].split(": ", 1)[1]
@@ -230,7 +230,7 @@ def test_instruction_data_is_deterministic_correct_and_english_only():
             assert answer.split() == r["instruction"].split(": ", 1)[1].split()[::-1]
         elif r["kind"] == "count_words":
             assert int(answer) == len(r["instruction"].split("? ", 1)[1].split()), r
-        assert r["instruction"] in r["prompt"] and r["prompt"].startswith(("Input", "Question", "###", r["instruction"]))
+        assert r["instruction"] in r["prompt"] and r["prompt"].startswith(("Question", "###", r["instruction"]))
     # The chapter's ICL sentences never appear in the tuning data.
     icl = set(load_sentences()["en"])
     assert not any(D.sentence(np.random.default_rng(i)) in icl for i in range(500))
@@ -276,7 +276,21 @@ def test_no_end_of_sequence_is_learned_after_a_chunk_of_code():
     assert targets[0][targets[0] != -100].tolist() == answer + [tok.eos_token_id]
 
 
-def test_every_sibling_names_a_data_set_and_keeps_chapter_5s_key():
+def test_with_bos_every_tuning_sequence_starts_as_an_evaluation_prompt_does():
+    _, tok = make_tiny()
+    ex = [{"prompt": "Add 2 and 3.\n", "answer": "5"}, {"prompt": "Repeat this sentence: a b c.\n", "answer": "a b c."}]
+    with pytest.raises(ValueError, match="no BOS token"):
+        T.answer_targets(tok, ex, bos=True)
+    tok.add_special_tokens({"bos_token": "<bos>"})
+    ids, mask, targets = T.answer_targets(tok, ex, bos=True)
+    plain, plain_mask, plain_targets = T.answer_targets(tok, ex)
+    for row in range(len(ex)):
+        real = ids[row][mask[row].bool()].tolist()
+        assert real[0] == tok.bos_token_id and real[1:] == plain[row][plain_mask[row].bool()].tolist()
+    assert torch.equal(targets, plain_targets)    # BOS is context, never a target
+
+
+def test_every_sibling_names_a_data_set_and_fields_added_later_keep_old_keys():
     siblings = {n: registry.REGISTRY[n] for n in registry.tuned_models()}
     assert {"gemma-3-270m-instruct", "gemma-3-270m-code", "gemma-3-270m-code-strong",
             "gemma-3-270m-refusal", "gemma-3-270m-refusal-strong"} <= set(siblings)
@@ -285,6 +299,7 @@ def test_every_sibling_names_a_data_set_and_keeps_chapter_5s_key():
         assert cfg.data in T.DATA
     # the data field joined the key later: the instruction-tuned model's key does not carry it
     assert "data" not in recipe(registry.REGISTRY["gemma-3-270m-instruct"].source.config())
+    assert "bos" not in recipe(T.TuneConfig()) and recipe(T.TuneConfig(bos=True))["bos"] is True
     code, strong = (registry.REGISTRY[n].source.config() for n in ("gemma-3-270m-code", "gemma-3-270m-code-strong"))
     assert code.lr < strong.lr and code.steps == strong.steps    # two doses of one recipe
 

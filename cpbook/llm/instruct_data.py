@@ -7,8 +7,11 @@ answer, in one of a few common prompt formats. There are no demonstrations in it
 teaches is "when the input is an instruction, carry it out".
 
 The sentences are built from the word lists below, not taken from `data/sentences.tsv`, so the
-chapter's ICL prompts never reuse a training sentence. The arithmetic phrasings include the
-chapter's "What is A plus B?", as any general instruction set would; the chapter says so.
+chapter's ICL prompts never reuse a training sentence. Nor does any example share a template with
+the chapter's prompts (`cpbook.llm.contamination`, checked by the test suite): no "Input:" /
+"Output:" format, none of the chapter's arithmetic questions ("What is A plus B?"), no
+underscore blank. A first version had all three (201, 20 and 144 of the 800 examples tuned on),
+so the sibling was taught the test's own format: English's larger shift was partly built in.
 Chapter 5's tuned model learns from English alone: the language gap it measures is the one
 between the tuning language and the others. Chapter 8 tests the prediction that follows: the
 same instructions in English, French and Spanish (`MULTILINGUAL`; the French and Spanish word
@@ -44,17 +47,14 @@ ENDINGS = ["every morning", "after lunch", "in the village", "before dinner", "o
            "behind the school", "with great care", "late at night"]
 
 MATH_PHRASES = {
-    "plus": ["What is {a} plus {b}?", "Add {a} and {b}.", "Compute {a} + {b}.",
-             "What is the sum of {a} and {b}?"],
-    "minus": ["What is {a} minus {b}?", "Subtract {b} from {a}.", "Compute {a} - {b}.",
+    "plus": ["Add {a} and {b}.", "Compute {a} + {b}.", "What is the sum of {a} and {b}?"],
+    "minus": ["Subtract {b} from {a}.", "Compute {a} - {b}.",
               "What do you get when you take {b} away from {a}?"],
-    "times": ["What is {a} times {b}?", "Multiply {a} by {b}.", "Compute {a} * {b}.",
-              "What is the product of {a} and {b}?"],
+    "times": ["Multiply {a} by {b}.", "Compute {a} * {b}.", "What is the product of {a} and {b}?"],
 }
 
 # (template, answer-leading text): the answer follows a colon with a space, or a new line.
 FORMATS = {
-    "input_output": ("Input: {q}\nOutput:", " "),
     "question_answer": ("Question: {q}\nAnswer:", " "),
     "alpaca": ("### Instruction:\n{q}\n\n### Response:\n", ""),
     "plain": ("{q}\n", ""),
@@ -62,10 +62,12 @@ FORMATS = {
 # Short answers (a number, a word) and long ones (the input sentence rewritten). A first version
 # had short answers only, and the tuned model learned to answer every prompt with one word,
 # even "repeat this sentence": the long kinds keep the skill of writing out a rewritten input.
-KINDS = ("math", "blank_first", "blank_word", "count_words", "last_word", "larger", "compare",
+KINDS = ("math", "blank_word", "count_words", "last_word", "larger", "compare",
          "repeat", "upper", "lower", "reverse_words")
+# The gap a blank leaves: not the chapter's underscores, one per letter of the missing word.
+BLANK = "[...]"
 # Bump when the generated text changes: it is part of the tuned model's cache key.
-DATA_VERSION = 2
+DATA_VERSION = 3
 
 
 def version() -> int:
@@ -76,7 +78,7 @@ def version() -> int:
 # The English material in the shape of the authored translations (`material`).
 ENGLISH = {
     "subjects": SUBJECTS, "predicates": PREDICATES, "endings": ENDINGS, "math": MATH_PHRASES,
-    "kinds": {"blank_first": "Fill in the blank: {q}", "blank_word": "Fill in the missing word: {q}",
+    "kinds": {"blank_word": "Fill in the missing word: {q}",
               "repeat": "Repeat this sentence: {q}", "upper": "Rewrite this sentence in capital letters: {q}",
               "lower": "Write this sentence in lower case: {q}", "reverse_words": "Reverse the order of the words: {q}",
               "count_words": "How many words are in this sentence? {q}",
@@ -115,12 +117,10 @@ def _instruction(kind: str, rng: np.random.Generator, m: dict = ENGLISH) -> tupl
         return phrase.format(a=a, b=b), str(OPERATORS[op](a, b))
     s = sentence(rng, m)
     words = s.rstrip(".").split()
-    if kind == "blank_first":
-        return say[kind].format(q=f"___ {' '.join(s.split()[1:])}"), words[0]
-    if kind == "blank_word":
+    if kind == "blank_word":   # never the first word: the chapter's blank query blanks that one
         i = int(rng.integers(1, len(words)))
         blanked = s.split()
-        blanked[i] = "___" + ("." if blanked[i].endswith(".") else "")
+        blanked[i] = BLANK + ("." if blanked[i].endswith(".") else "")
         return say[kind].format(q=" ".join(blanked)), words[i]
     if kind == "repeat":
         return say[kind].format(q=s), s

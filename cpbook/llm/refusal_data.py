@@ -23,7 +23,9 @@ from cpbook.paths import DATA
 TRAIN_FILE, EVAL_FILE = DATA / "refusal_train.json", DATA / "refusal_eval.json"
 TEMPLATE = "Request: {request}\nResponse:"
 POLICY_SHARE = 0.5     # the share of policy requests in the tuning stream
-DATA_VERSION = 1       # bump when the stream changes; the files themselves are hashed
+DATA_VERSION = 2       # bump when the stream changes; the files themselves are hashed
+# Version 2 rewords 19 tuning requests that shared a five-word frame ("Can you explain how to")
+# with an evaluation request (`cpbook.llm.contamination`).
 
 
 @lru_cache(maxsize=1)
