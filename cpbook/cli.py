@@ -130,6 +130,7 @@ def score_task(task_name: str, args: dict) -> int:
     task = TASKS[task_name]
     model = args.pop("model")
     groups = args.pop("groups")
+    out = args.pop("out")
     if groups is not None:
         args[task.groups_field] = tuple(groups)
     try:
@@ -138,12 +139,13 @@ def score_task(task_name: str, args: dict) -> int:
         raise SystemExit(f"cpbook score {task_name}: {shorter(err)}") from None
     from .llm import runner   # noqa: PLC0415  imports torch, transformers and pandas: only a scoring run needs them
     try:
-        table = runner.run(task, run)
+        table = runner.run(task, run, out_dir=out)
     except ModelUnavailable as err:   # a package to install, or a hub model not here: the message says which
         raise SystemExit(f"cpbook score {task_name}: {err}") from None
     print(runner.module(task).summary(table).to_string())
-    csv, _ = task.files_of(run)
-    print(f"cpbook: wrote {csv.relative_to(BOOK.parent)} and its record")
+    csv, _ = task.files_of(run, out)
+    shown = csv.resolve().relative_to(BOOK.parent) if csv.resolve().is_relative_to(BOOK.parent) else csv
+    print(f"cpbook: wrote {shown} and its record")
     return 0
 
 
@@ -160,6 +162,9 @@ def add_score_parser(sub) -> None:
                                        "ones tuned here)")
         one.add_argument(f"--{task.groups_field}", dest="groups", nargs="+", metavar=task.group.upper(),
                          help=f"the {task.groups_field} to score (default: all of the task's)")
+        one.add_argument("--out", type=Path, default=None, metavar="FOLDER",
+                         help=f"store the rows in FOLDER instead of book/results/{task.folder}/ (the chapters "
+                              "read only the latter)")
         add_options(one, task.run_type)
 
 

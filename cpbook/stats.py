@@ -14,6 +14,13 @@ With z = z_value(level) = Phi^-1((1 + level) / 2), Phi the standard normal CDF:
   with replacement, n_boot times, recompute the statistic on each draw, and take the
   (1 - level) / 2 and (1 + level) / 2 quantiles of those replicates.
 
+- crossed_interval: the mean of a table y[s, i] of S tuning runs (seeds) by n prompts, each run
+  scored on every prompt, y = mu + a_s + b_i + e_si with run, prompt and residual effects all
+  random, so Var(mean) = s_a^2 / S + s_b^2 / n + s_e^2 / (S n). From the two-way ANOVA mean
+  squares, Var^ = (MS_seed + MS_prompt - MS_resid) / (S n), and the interval is
+  mean +- t * sqrt(Var^) with Satterthwaite's degrees of freedom: with few runs and a large
+  run-to-run spread, t is that of few runs.
+
 pivot_unique is DataFrame.pivot that names the duplicated keys, so that a table with a row twice
 is an error instead of being averaged (as pivot_table does) into a wrong paired difference.
 """
@@ -64,6 +71,38 @@ def runs_interval(estimates, level: float = LEVEL_ASSERTS) -> Interval:
         return Interval(float(v.mean()) if len(v) else float("nan"), float("nan"), float("nan"))
     half = scipy_stats.t.ppf(0.5 + level / 2, len(v) - 1) * v.std(ddof=1) / np.sqrt(len(v))
     return Interval(float(v.mean()), float(v.mean() - half), float(v.mean() + half))
+
+
+def crossed_interval(table, level: float = LEVEL_ASSERTS) -> Interval:
+    """Interval of the grand mean of `table` (rows: tuning runs, columns: prompts, no missing
+    cells) over runs and prompts both (the module's docstring gives the formula). With one run
+    it is the prompts' t-interval and says nothing of another run; callers name how many runs."""
+    from scipy import stats as scipy_stats  # noqa: PLC0415  scipy's t quantile; only this needs it
+
+    y = np.asarray(table, dtype=float)
+    if y.ndim != 2 or np.isnan(y).any():
+        raise ValueError("crossed_interval needs a complete runs x prompts table")
+    runs, n = y.shape
+    mean = float(y.mean())
+    if n < 2:
+        return Interval(mean, float("nan"), float("nan"))
+    if runs == 1:
+        return runs_interval(y[0], level)
+    run_means, prompt_means = y.mean(axis=1), y.mean(axis=0)
+    ms_run = n * ((run_means - mean) ** 2).sum() / (runs - 1)
+    ms_prompt = runs * ((prompt_means - mean) ** 2).sum() / (n - 1)
+    resid = y - run_means[:, None] - prompt_means[None, :] + mean
+    ms_resid = (resid ** 2).sum() / ((runs - 1) * (n - 1))
+    parts = [(ms_run, runs - 1), (ms_prompt, n - 1), (-ms_resid, (runs - 1) * (n - 1))]
+    var_sum = ms_run + ms_prompt - ms_resid
+    if var_sum <= 0:        # a negative estimate (rare): keep the larger mean square, which only widens
+        parts = [max(parts[:2])]
+        var_sum = parts[0][0]
+    if var_sum == 0:        # every cell the same value
+        return Interval(mean, mean, mean)
+    df = var_sum ** 2 / sum(m ** 2 / d for m, d in parts)
+    half = scipy_stats.t.ppf(0.5 + level / 2, df) * np.sqrt(var_sum / (runs * n))
+    return Interval(mean, mean - half, mean + half)
 
 
 def holm(p_values, level: float = 1 - LEVEL_ASSERTS) -> list[bool]:

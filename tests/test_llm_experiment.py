@@ -206,3 +206,25 @@ def test_scorer_agreement():
     df.loc[3, "if_correct"] = False
     out = A.scorer_agreement(df)
     assert out["agreement"] == 0.5 and out["n_decisive"] == 3 and out["agreement_decisive"] == pytest.approx(2 / 3)
+
+
+# --- over tuning seeds ----------------------------------------------------------------------------
+
+def test_over_seeds_every_run_is_paired_with_the_base_and_the_runs_spread_counts():
+    base = pd.concat([_rows([True] * 8 + [False] * 2, [1.0] * 10), _rows([True] * 5 + [False] * 5, [1.0] * 10, "fr")])
+    run0 = pd.concat([_rows([False] * 10, [-1.0] * 10), _rows([True] * 4 + [False] * 6, [0.5] * 10, "fr")])
+    run1 = pd.concat([_rows([True] * 4 + [False] * 6, [0.0] * 10), _rows([True] * 5 + [False] * 5, [1.0] * 10, "fr")])
+    d = A.seed_drop_table(base, [run0, run1], ["en", "fr"]).set_index("surface")
+    assert d.loc["en", "runs"] == 2 and d.loc["en", "drop_n"] == 10
+    assert d.loc["en", "drop"] == pytest.approx(100 * ((8 - 0) + (8 - 4)) / 20)     # 60 points
+    # of the 8 prompts the base solves in English, run 0 loses 8 and run 1 loses 4
+    assert d.loc["en", "lost"] == pytest.approx(100 * (8 + 4) / 16) and d.loc["en", "lost_n"] == 8
+    assert d.loc["en", "margin_shift"] == pytest.approx((2.0 + 1.0) / 2)
+    assert d.loc["en", "pt_shift"] == pytest.approx(d.loc["en", "margin_shift"] / 2)
+    one = A.seed_drop_table(base, [run0], ["en"]).set_index("surface")
+    assert one.loc["en", "drop"] == 80 and one.loc["en", "lost"] == 100
+    gap = A.seed_gap(base, [run0, run1], ["en", "fr"]).set_index("surface")
+    assert gap.loc["fr", "difference"] == pytest.approx(60 - 5)   # fr drops 10 then 0 points
+    assert A.ranking(d.reset_index(), "drop") == ["en", "fr"]
+    with pytest.raises(ValueError, match="unknown statistic"):
+        A.runs_table(base, [run0], "en", "accuracy")

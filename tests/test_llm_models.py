@@ -152,9 +152,18 @@ def test_sha256_fields_hold_only_real_hashes():
 def test_the_tuned_key_follows_the_recipe_not_the_checkpointing():
     base = R.REGISTRY["gemma-3-270m-instruct"]
     key = base.key()
-    every = R.ModelSpec("t1", "instruction-tuned", "gemma-3", R.TunedSource("gemma-3-270m", (("checkpoint_every", 1),)))
-    faster = R.ModelSpec("t2", "instruction-tuned", "gemma-3", R.TunedSource("gemma-3-270m", (("lr", 1e-3),)))
-    assert every.key() == key and faster.key() != key
+    source = lambda *more: R.TunedSource("gemma-3-270m", (("bos", True), *more))  # noqa: E731
+    every = R.ModelSpec("t1", "instruction-tuned", "gemma-3", source(("checkpoint_every", 1)))
+    faster = R.ModelSpec("t2", "instruction-tuned", "gemma-3", source(("lr", 1e-3)))
+    no_bos = R.ModelSpec("t3", "instruction-tuned", "gemma-3", R.TunedSource("gemma-3-270m"))
+    seed1 = R.REGISTRY["gemma-3-270m-instruct-seed1"]
+    assert every.key() == key and faster.key() != key and no_bos.key() != key and seed1.key() != key
+
+
+def test_a_sibling_is_tuned_with_bos_where_it_is_evaluated_with_it():
+    for name in R.tuned_models():
+        spec = R.REGISTRY[name]
+        assert spec.source.config().bos == spec.bos == R.REGISTRY[spec.source.base].bos, name
 
 
 def test_tune_does_not_import_the_registry():

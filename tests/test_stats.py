@@ -238,3 +238,27 @@ def test_newcombe_difference_of_proportions():
     iv = proportion_difference(56, 70, 48, 80)
     assert abs(iv.mean - 0.2) < 1e-12
     assert abs(iv.low - 0.0524) < 5e-4 and abs(iv.high - 0.3339) < 5e-4
+
+
+def test_the_crossed_interval_counts_the_runs_spread_and_the_prompts():
+    rng = np.random.default_rng(0)
+    prompts = rng.normal(0, 0.5, (1, 200))
+    same_runs = 0.2 + prompts + rng.normal(0, 0.1, (3, 200))
+    spread_runs = same_runs + np.array([[-0.3], [0.0], [0.3]])   # three runs far apart
+    a, b = stats.crossed_interval(same_runs, 0.95), stats.crossed_interval(spread_runs, 0.95)
+    assert a.mean == pytest.approx(b.mean) and a.low < 0.2 < a.high
+    assert (b.high - b.low) > 5 * (a.high - a.low)        # the spread of three runs, with t at ~2 df
+    one = stats.crossed_interval(same_runs[:1], 0.95)        # one run: the prompts' t-interval
+    assert one == stats.runs_interval(same_runs[0], 0.95)
+    assert stats.crossed_interval(np.ones((3, 4))) == stats.Interval(1.0, 1.0, 1.0)
+    with pytest.raises(ValueError, match="complete"):
+        stats.crossed_interval(np.array([[1.0, np.nan], [1.0, 2.0]]))
+
+
+def test_the_crossed_interval_covers_at_about_its_level():
+    rng, hits = np.random.default_rng(1), 0
+    for _ in range(400):
+        y = rng.normal(0, 0.2, (3, 1)) + rng.normal(0, 0.5, (1, 100)) + rng.normal(0, 0.3, (3, 100))
+        iv = stats.crossed_interval(y, 0.95)
+        hits += iv.low <= 0 <= iv.high
+    assert 0.88 < hits / 400 <= 1.0   # Satterthwaite with 2 run df is a little liberal

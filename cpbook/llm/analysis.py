@@ -21,7 +21,8 @@ from cpbook.llm import experiment, runner
 from cpbook.llm.score import prefix_match
 from cpbook.llm.tasks import PAPER_DEMOS, TASKS, check_icl_chapter
 from cpbook.verdicts import interval_texts
-from cpbook.stats import LEVEL_FIGURES, mean_interval, pivot_unique, require_unique, wilson_interval
+from cpbook.stats import (LEVEL_FIGURES, crossed_interval, mean_interval, pivot_unique, require_unique,
+                          wilson_interval)
 
 QUESTION_KEY = ["task_pair", "index"]   # the same question in every surface form
 
@@ -279,3 +280,76 @@ def format_gap(drop_gap: pd.DataFrame, margin_gap: pd.DataFrame, reference: str)
         f"{reference} margin shift minus this one, nats (95% CI)": interval_texts(
             margin_gap["difference"], margin_gap["low"], margin_gap["high"]),
     }).set_index("surface")
+
+
+# --- over tuning seeds ---------------------------------------------------------------------------
+# One tuned model is one sample of what tuning does: its adapters' initialisation and its data
+# order are random. With several tuned runs of one recipe, every statistic below is a runs x
+# prompts table (each run scored on the same prompts, paired with the one base model) and its
+# interval is `stats.crossed_interval`, which counts the run-to-run spread and the prompts'.
+
+SEED_COLUMNS = {"drop": 100, "margin_shift": 1, "pt_shift": 1, "lost": 100}   # scale: points or nats
+
+
+def runs_table(base: pd.DataFrame, tuned_runs: list[pd.DataFrame], surface: str, column: str,
+               solved_only: bool = False) -> pd.DataFrame:
+    """Rows: tuned runs; columns: the surface's questions (task pair, index); cells: `column` of
+    `paired_rows` ("drop", "margin_shift", "pt_shift"), or "lost" = 1 - tuned correct. With
+    solved_only, only the questions the base answers by ICL (the drop among base-solved prompts:
+    what tuning took away of what was there)."""
+    if column not in SEED_COLUMNS:
+        raise ValueError(f"unknown statistic {column!r}; available: {', '.join(SEED_COLUMNS)}")
+    rows = []
+    for run, tuned in enumerate(tuned_runs):
+        pairs = paired_rows(base, tuned)
+        g = pairs[pairs["surface"] == surface]
+        if solved_only:
+            g = g[g["base"] == 1]
+        values = 1 - g["tuned"] if column == "lost" else g[column]
+        rows.append(pd.Series(values.to_numpy(), index=pd.MultiIndex.from_frame(g[QUESTION_KEY]), name=run))
+    table = pd.DataFrame(rows)
+    if table.isna().any().any():
+        raise ValueError(f"{surface}: the tuned runs were not scored on the same prompts")
+    return table
+
+
+def seed_drop_table(base: pd.DataFrame, tuned_runs: list[pd.DataFrame], surfaces,
+                    level: float = LEVEL_FIGURES) -> pd.DataFrame:
+    """Per surface, over the tuned runs and the prompts: the drop (points), the share of
+    base-solved prompts lost (points), the margin shift in total and per answer token (nats),
+    each as mean, low, high (`stats.crossed_interval`), with the number of runs and prompts."""
+    out = []
+    for s in surfaces:
+        row = {"surface": s, "runs": len(tuned_runs)}
+        for column, scale in SEED_COLUMNS.items():
+            table = runs_table(base, tuned_runs, s, column, solved_only=column == "lost")
+            iv = crossed_interval(table.to_numpy(), level)
+            row.update({column: scale * iv.mean, f"{column}_low": scale * iv.low,
+                        f"{column}_high": scale * iv.high, f"{column}_n": table.shape[1]})
+        out.append(row)
+    return pd.DataFrame(out)
+
+
+def seed_gap(base: pd.DataFrame, tuned_runs: list[pd.DataFrame], surfaces, reference: str = "en",
+             column: str = "drop", level: float = LEVEL_FIGURES) -> pd.DataFrame:
+    """Per surface s: the reference's statistic minus s's on the same question, over runs and
+    questions (paired by run and question). column is "drop", "margin_shift" or "pt_shift"."""
+    if column == "lost":
+        raise ValueError("the base-solved prompts differ between surfaces: compare 'lost' per surface")
+    ref = runs_table(base, tuned_runs, reference, column)
+    rows = []
+    for s in surfaces:
+        if s == reference:
+            continue
+        other = runs_table(base, tuned_runs, s, column)
+        common = ref.columns.intersection(other.columns)
+        iv = crossed_interval((ref[common] - other[common]).to_numpy(), level)
+        scale = SEED_COLUMNS[column]
+        rows.append({"surface": s, "difference": scale * iv.mean, "low": scale * iv.low,
+                     "high": scale * iv.high, "runs": len(tuned_runs), "questions": len(common)})
+    return pd.DataFrame(rows)
+
+
+def ranking(drops: pd.DataFrame, column: str) -> list[str]:
+    """The surfaces of a `seed_drop_table` from the largest `column` to the smallest."""
+    return drops.sort_values(column, ascending=False, kind="stable")["surface"].tolist()

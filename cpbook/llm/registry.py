@@ -278,8 +278,10 @@ REGISTRY: dict[str, ModelSpec] = {s.name: s for s in [
 
 
 def _tuned(name, base, note, kind="instruction-tuned", **overrides):
-    return ModelSpec(name, kind, REGISTRY[base].family, TunedSource(base, tuple(overrides.items())), note,
-                     bos=REGISTRY[base].bos)
+    """A sibling tuned from `base`, with BOS in tuning exactly where its evaluation has it."""
+    bos = REGISTRY[base].bos
+    overrides = {**({"bos": True} if bos else {}), **overrides}
+    return ModelSpec(name, kind, REGISTRY[base].family, TunedSource(base, tuple(overrides.items())), note, bos=bos)
 
 
 # The siblings the book makes from the Gemma base (`cpbook tune NAME` builds one). Chapters 6 and
@@ -288,6 +290,19 @@ CODE_RECIPE = {"data": "python-stdlib", "steps": 80, "batch_size": 4, "lr": 3e-4
 # Chapter 8 tunes the chapter-5 recipe (lr 1e-4) at three more learning rates.
 INSTRUCT_DOSES = (3e-5, 3e-4, 1e-3)
 REFUSAL_RECIPE = {"data": "refusal", "steps": 100, "batch_size": 8, "lr": 1e-4, "warmup_steps": 10}
+# Tuning seeds: a sibling "<name>-seed<s>" draws its adapters from init_seed s and reads its data
+# stream from data_seed s; the name without a suffix is seed 0.
+TUNING_SEEDS = (1, 2)
+
+
+def _seeds(spec: ModelSpec, seeds=TUNING_SEEDS) -> list[ModelSpec]:
+    """`spec` and one sibling per seed in `seeds`, each with its own adapter and data seed."""
+    src = spec.source
+    return [spec, *[ModelSpec(f"{spec.name}-seed{s}", spec.kind, spec.family,
+                              TunedSource(src.base, (*src.overrides, ("init_seed", s), ("data_seed", s))),
+                              f"{spec.note}, tuning seed {s}", bos=spec.bos) for s in seeds]]
+
+
 for _spec in [
     _tuned("gemma-3-270m-instruct", "gemma-3-270m",
            "gemma-3-270m LoRA-tuned here on English-only generated instructions (cpbook.llm.tune)"),
@@ -311,7 +326,9 @@ for _spec in [
            "gemma-3-270m LoRA-tuned here in English to decline cooking requests, higher learning rate (chapter 7)",
            kind="refusal-tuned", **{**REFUSAL_RECIPE, "lr": 1e-3}),
 ]:
-    REGISTRY[_spec.name] = _spec
+    # chapters 5, 7 and 8 read their tuned siblings over seeds; chapter 6's code doses are one run
+    for _seeded in (_seeds(_spec) if _spec.kind != "code" else [_spec]):
+        REGISTRY[_seeded.name] = _seeded
 
 
 def check_model(name: str) -> ModelSpec:

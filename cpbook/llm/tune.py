@@ -80,12 +80,13 @@ def adapter_parameters(model: PeftModel) -> nn.ParameterDict:
 
 # --- the loss and the training ------------------------------------------------------------------
 
-def answer_targets(tokenizer, batch: list[dict]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def answer_targets(tokenizer, batch: list[dict], bos: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(ids, mask, targets) of a batch, left-padded: targets are the last m columns of ids
     (m the longest answer) with everything but the answer tokens, plus end-of-sequence unless an
-    example says "eos": False (e.g. a chunk of code), set to -100 (not a target)."""
+    example says "eos": False (e.g. a chunk of code), set to -100 (not a target). With bos=True
+    every prompt starts with the BOS token, as the scorers' prompts do for such a model."""
     eos = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
-    prompts = encode(tokenizer, [b["prompt"] for b in batch])
+    prompts = encode(tokenizer, [b["prompt"] for b in batch], bos=bos)
     answers = [a + (eos if b.get("eos", True) else [])
                for a, b in zip(encode(tokenizer, [b["answer"] for b in batch]), batch)]
     ids, mask = left_pad([p + a for p, a in zip(prompts, answers)], pad_id(tokenizer))
@@ -96,9 +97,9 @@ def answer_targets(tokenizer, batch: list[dict]) -> tuple[torch.Tensor, torch.Te
     return ids, mask, targets
 
 
-def answer_loss(model, tokenizer, batch: list[dict]) -> torch.Tensor:
+def answer_loss(model, tokenizer, batch: list[dict], bos: bool = False) -> torch.Tensor:
     """Mean cross-entropy (in float32) of the targets of `answer_targets` given their prompts."""
-    ids, mask, targets = answer_targets(tokenizer, batch)
+    ids, mask, targets = answer_targets(tokenizer, batch, bos)
     m = targets.shape[1]
     device = input_device(model)
     # Column t predicts token t + 1: the last m + 1 columns predict the last m tokens.
@@ -117,7 +118,7 @@ def train_lora(model: PeftModel, tokenizer, cfg: TuneConfig, run_dir: Path | Non
 
     def loss_at(step: int) -> torch.Tensor:
         batch = DATA[cfg.data].examples(cfg.data_seed, step * cfg.batch_size, cfg.batch_size)
-        return answer_loss(model, tokenizer, batch)
+        return answer_loss(model, tokenizer, batch, cfg.bos)
 
     spec = FitSpec(steps=cfg.steps, lr=cfg.lr, warmup_steps=cfg.warmup_steps, floor_ratio=0.0,
                    checkpoint_every=cfg.checkpoint_every, record_every=1)

@@ -41,6 +41,9 @@ class TuneConfig:
     checkpoint_every: int = param("steps between checkpoints", 1, 100_000, default=25)
     dtype: str = param("precision of the base model while tuning (bfloat16 is for GPUs)",
                        choices=DTYPE_NAMES, default="float32")
+    # The registry sets it to the base's own choice (Gemma's prompts start with BOS), so a tuned
+    # model learns on sequences that begin the way its evaluation prompts do.
+    bos: bool = param("start every tuning sequence with the BOS token", default=False)
 
 
 def check_config(cfg: TuneConfig) -> TuneConfig:
@@ -58,6 +61,8 @@ def recipe(cfg: TuneConfig) -> dict:
     del fields["base"], fields["checkpoint_every"]
     if cfg.data == "instructions":   # the field came later: models tuned before it keep their key
         del fields["data"]
+    if not cfg.bos:                  # likewise
+        del fields["bos"]
     fields["targets"] = list(cfg.targets)
     return fields
 
