@@ -227,4 +227,4 @@ def test_over_seeds_every_run_is_paired_with_the_base_and_the_runs_spread_counts
     assert gap.loc["fr", "difference"] == pytest.approx(60 - 5)   # fr drops 10 then 0 points
     assert A.ranking(d.reset_index(), "drop") == ["en", "fr"]
     with pytest.raises(ValueError, match="unknown statistic"):
-        A.runs_table(base, [run0], "en", "accuracy")
+        A.runs_table([A.paired_rows(base, run0)], "en", "accuracy")

@@ -291,17 +291,16 @@ def format_gap(drop_gap: pd.DataFrame, margin_gap: pd.DataFrame, reference: str)
 SEED_COLUMNS = {"drop": 100, "margin_shift": 1, "pt_shift": 1, "lost": 100}   # scale: points or nats
 
 
-def runs_table(base: pd.DataFrame, tuned_runs: list[pd.DataFrame], surface: str, column: str,
+def runs_table(runs_pairs: list[pd.DataFrame], surface: str, column: str,
                solved_only: bool = False) -> pd.DataFrame:
-    """Rows: tuned runs; columns: the surface's questions (task pair, index); cells: `column` of
-    `paired_rows` ("drop", "margin_shift", "pt_shift"), or "lost" = 1 - tuned correct. With
-    solved_only, only the questions the base answers by ICL (the drop among base-solved prompts:
-    what tuning took away of what was there)."""
+    """Rows: tuned runs (each run's `paired_rows` with the base); columns: the surface's
+    questions (task pair, index); cells: `column` ("drop", "margin_shift", "pt_shift"), or
+    "lost" = 1 - tuned correct. With solved_only, only the questions the base answers by ICL
+    (the drop among base-solved prompts: what tuning took away of what was there)."""
     if column not in SEED_COLUMNS:
         raise ValueError(f"unknown statistic {column!r}; available: {', '.join(SEED_COLUMNS)}")
     rows = []
-    for run, tuned in enumerate(tuned_runs):
-        pairs = paired_rows(base, tuned)
+    for run, pairs in enumerate(runs_pairs):
         g = pairs[pairs["surface"] == surface]
         if solved_only:
             g = g[g["base"] == 1]
@@ -318,11 +317,12 @@ def seed_drop_table(base: pd.DataFrame, tuned_runs: list[pd.DataFrame], surfaces
     """Per surface, over the tuned runs and the prompts: the drop (points), the share of
     base-solved prompts lost (points), the margin shift in total and per answer token (nats),
     each as mean, low, high (`stats.crossed_interval`), with the number of runs and prompts."""
+    runs_pairs = [paired_rows(base, tuned) for tuned in tuned_runs]
     out = []
     for s in surfaces:
         row = {"surface": s, "runs": len(tuned_runs)}
         for column, scale in SEED_COLUMNS.items():
-            table = runs_table(base, tuned_runs, s, column, solved_only=column == "lost")
+            table = runs_table(runs_pairs, s, column, solved_only=column == "lost")
             iv = crossed_interval(table.to_numpy(), level)
             row.update({column: scale * iv.mean, f"{column}_low": scale * iv.low,
                         f"{column}_high": scale * iv.high, f"{column}_n": table.shape[1]})
@@ -336,12 +336,13 @@ def seed_gap(base: pd.DataFrame, tuned_runs: list[pd.DataFrame], surfaces, refer
     questions (paired by run and question). column is "drop", "margin_shift" or "pt_shift"."""
     if column == "lost":
         raise ValueError("the base-solved prompts differ between surfaces: compare 'lost' per surface")
-    ref = runs_table(base, tuned_runs, reference, column)
+    runs_pairs = [paired_rows(base, tuned) for tuned in tuned_runs]
+    ref = runs_table(runs_pairs, reference, column)
     rows = []
     for s in surfaces:
         if s == reference:
             continue
-        other = runs_table(base, tuned_runs, s, column)
+        other = runs_table(runs_pairs, s, column)
         common = ref.columns.intersection(other.columns)
         iv = crossed_interval((ref[common] - other[common]).to_numpy(), level)
         scale = SEED_COLUMNS[column]

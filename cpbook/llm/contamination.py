@@ -39,14 +39,11 @@ class Template:
 
 def _slot_pattern(template: str) -> str:
     """A template with {a}, {b} as any integer; its fixed text matched case- and space-blind."""
-    parts = re.split(r"(\{\w+\})", template)
-    out = []
-    for part in parts:
-        if re.fullmatch(r"\{\w+\}", part):
-            out.append(r"-?\d+")
-        else:
-            out.append(r"\s*".join(re.escape(w) for w in part.split()) if part.strip() else r"\s*")
-    return r"\s*".join(p for p in out if p)
+    # re.split with a group keeps the slots: fixed text at even positions, slots at odd ones
+    pieces = []
+    for i, part in enumerate(re.split(r"(\{\w+\})", template)):
+        pieces += [r"-?\d+"] if i % 2 else [re.escape(w) for w in part.split()]
+    return r"\s*".join(pieces)
 
 
 def icl_templates(languages=LANGUAGES) -> list[Template]:
