@@ -4,6 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from cpbook.llm import instruct_data, runner
 from cpbook.llm import suppression as S
 
 
@@ -87,3 +88,15 @@ def test_rank_correlation_over_a_surface_and_within_task_pairs():
     within = S.rank_correlation(rows, within="task_pair", n_boot=200).iloc[0]
     assert whole["correlation"] > 0.5 and whole["low"] > 0
     assert within["correlation"] == pytest.approx(-1.0)
+
+
+def test_a_stored_model_is_read_against_the_data_it_was_tuned_on():
+    """Chapter 8's siblings were tuned on instruction data version 2 (their tuning records say
+    so); the similarity reads that text, not the decontaminated version 3 the registry now tunes on."""
+    record = runner.tuning_record("icl", "gemma-3-270m-instruct-en-fr-es")
+    assert record["data_version"]["instruct_data_version"] == 2
+    texts = S.tuning_texts("gemma-3-270m-instruct-en-fr-es")
+    assert len(texts) == record["config"]["steps"] * record["config"]["batch_size"]
+    assert any(t.startswith("Input: ") for t in texts) and any(t.startswith("Entrée: ") for t in texts)
+    now = [e["prompt"] + e["answer"] for e in instruct_data.MULTILINGUAL.examples(0, 0, len(texts))]
+    assert texts != now and not any(t.startswith("Input: ") for t in now)

@@ -69,6 +69,25 @@ BLANK = "[...]"
 # Bump when the generated text changes: it is part of the tuned model's cache key.
 DATA_VERSION = 3
 
+# Version 2 had, first in each list, templates of chapter 5's own prompts (what
+# cpbook.llm.contamination finds): an Input/Output format, "What is A plus B?", a blank that
+# replaces the first word with underscores. The models stored before the retune of issue #31 were
+# tuned on it; it is kept so that an analysis of them reads the data they saw (`examples(...,
+# version=2)`), never to tune on.
+VERSION_2 = {
+    "en": {"format": ("input_output", ("Input: {q}\nOutput:", " ")), "blank_first": "Fill in the blank: {q}",
+           "math": {"plus": "What is {a} plus {b}?", "minus": "What is {a} minus {b}?",
+                    "times": "What is {a} times {b}?"}},
+    "fr": {"format": ("input_output", ("Entrée: {q}\nSortie:", " ")), "blank_first": "Complétez le blanc : {q}",
+           "math": {"plus": "Combien font {a} plus {b} ?", "minus": "Combien font {a} moins {b} ?",
+                    "times": "Combien font {a} fois {b} ?"}},
+    "es": {"format": ("input_output", ("Entrada: {q}\nSalida:", " ")),
+           "blank_first": "Completa el espacio en blanco: {q}",
+           "math": {"plus": "¿Cuánto es {a} más {b}?", "minus": "¿Cuánto es {a} menos {b}?",
+                    "times": "¿Cuánto es {a} por {b}?"}},
+}
+VERSIONS = (2, DATA_VERSION)
+
 
 def version() -> int:
     """What identifies the data (part of the tuned model's cache key)."""
@@ -91,15 +110,29 @@ LANGUAGES = ("en", "fr", "es")
 
 
 @lru_cache(maxsize=None)
-def material(lang: str) -> dict:
-    """Word lists, phrasings and prompt formats of one language."""
+def material(lang: str, version: int = DATA_VERSION) -> dict:
+    """Word lists, phrasings and prompt formats of one language, as data `version` has them."""
+    if version not in VERSIONS:
+        raise ValueError(f"no instruction data version {version!r}; available: {', '.join(map(str, VERSIONS))}")
     if lang == "en":
-        return ENGLISH
-    authored = json.loads(TRANSLATIONS.read_text(encoding="utf-8"))
-    if lang not in authored:
-        raise ValueError(f"no instruction material in {lang!r}; available: {', '.join(LANGUAGES)}")
-    m = authored[lang]
-    return {**m, "formats": {name: tuple(f) for name, f in m["formats"].items()}}
+        m = ENGLISH
+    else:
+        authored = json.loads(TRANSLATIONS.read_text(encoding="utf-8"))
+        if lang not in authored:
+            raise ValueError(f"no instruction material in {lang!r}; available: {', '.join(LANGUAGES)}")
+        m = {**authored[lang], "formats": {name: tuple(f) for name, f in authored[lang]["formats"].items()}}
+    if version == DATA_VERSION:
+        return m
+    old = VERSION_2[lang]
+    name, fmt = old["format"]
+    return {**m, "formats": {name: fmt, **m["formats"]}, "kinds": {"blank_first": old["blank_first"], **m["kinds"]},
+            "math": {op: [old["math"][op], *phrases] for op, phrases in m["math"].items()},
+            "blank": "___"}
+
+
+def kinds(version: int = DATA_VERSION) -> tuple[str, ...]:
+    """The instruction kinds of data `version`, in the order the random draws index them."""
+    return KINDS if version == DATA_VERSION else (KINDS[0], "blank_first", *KINDS[1:])
 
 
 def sentence(rng: np.random.Generator, m: dict = ENGLISH) -> str:
@@ -117,10 +150,12 @@ def _instruction(kind: str, rng: np.random.Generator, m: dict = ENGLISH) -> tupl
         return phrase.format(a=a, b=b), str(OPERATORS[op](a, b))
     s = sentence(rng, m)
     words = s.rstrip(".").split()
+    if kind == "blank_first":   # version 2 only
+        return say[kind].format(q=f"___ {' '.join(s.split()[1:])}"), words[0]
     if kind == "blank_word":   # never the first word: the chapter's blank query blanks that one
         i = int(rng.integers(1, len(words)))
         blanked = s.split()
-        blanked[i] = BLANK + ("." if blanked[i].endswith(".") else "")
+        blanked[i] = m.get("blank", BLANK) + ("." if blanked[i].endswith(".") else "")
         return say[kind].format(q=" ".join(blanked)), words[i]
     if kind == "repeat":
         return say[kind].format(q=s), s
@@ -142,22 +177,22 @@ def _instruction(kind: str, rng: np.random.Generator, m: dict = ENGLISH) -> tupl
     raise ValueError(f"unknown instruction kind {kind!r}; available: {', '.join(KINDS)}")
 
 
-def example(seed: int, index: int, lang: str = "en") -> dict:
+def example(seed: int, index: int, lang: str = "en", version: int = DATA_VERSION) -> dict:
     """Example `index` of the stream named by `seed`: the same pair always gives the same text.
     The random draws do not depend on the language: example i in French is example i in English,
     translated."""
-    m = material(lang)
+    m = material(lang, version)
     rng = np.random.default_rng([seed, index])
-    kind = KINDS[rng.integers(len(KINDS))]
-    fmt = list(FORMATS)[rng.integers(len(FORMATS))]
+    kind = kinds(version)[rng.integers(len(kinds(version)))]
+    fmt = list(m["formats"])[rng.integers(len(m["formats"]))]
     q, answer = _instruction(kind, rng, m)
     template, lead = m["formats"][fmt]
     return {"kind": kind, "format": fmt, "language": lang, "instruction": q, "prompt": template.format(q=q),
             "answer": lead + answer}
 
 
-def examples(seed: int, start: int, n: int) -> list[dict]:
-    return [example(seed, i) for i in range(start, start + n)]
+def examples(seed: int, start: int, n: int, version: int = DATA_VERSION) -> list[dict]:
+    return [example(seed, i, version=version) for i in range(start, start + n)]
 
 
 @dataclass(frozen=True)
@@ -167,8 +202,8 @@ class Multilingual:
     the same kinds and formats. A tuning set like the module itself: `examples` and `version`."""
     languages: tuple[str, ...]
 
-    def examples(self, seed: int, start: int, n: int) -> list[dict]:
-        return [example(seed, i, self.languages[i % len(self.languages)]) for i in range(start, start + n)]
+    def examples(self, seed: int, start: int, n: int, version: int = DATA_VERSION) -> list[dict]:
+        return [example(seed, i, self.languages[i % len(self.languages)], version) for i in range(start, start + n)]
 
     def version(self) -> dict:
         return {"instruct_data_version": DATA_VERSION, "languages": list(self.languages),

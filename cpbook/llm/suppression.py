@@ -17,6 +17,7 @@ tuning data should be read as the tuning task.
 from __future__ import annotations
 
 from collections import Counter
+from dataclasses import asdict
 
 import numpy as np
 import pandas as pd
@@ -24,7 +25,7 @@ from scipy import sparse
 from scipy.stats import rankdata
 
 from cpbook import stats
-from cpbook.llm import analysis, experiment, runner, tune_config
+from cpbook.llm import analysis, experiment, instruct_data, runner, tune_config
 from cpbook.llm.registry import check_model
 from cpbook.llm.tasks import TASKS
 from cpbook.verdicts import interval_texts
@@ -171,11 +172,23 @@ class TrigramIndex:
         return np.asarray(sims.max(axis=1).todense()).ravel()
 
 
-def tuning_texts(name: str) -> list[str]:
-    """The instructions a model tuned here saw (prompt and answer of every example of its run)."""
-    cfg = check_model(name).source.config()
-    stream = tune_config.DATA[cfg.data]
-    return [e["prompt"] + e["answer"] for e in stream.examples(cfg.data_seed, 0, cfg.steps * cfg.batch_size)]
+def tuning_texts(name: str, task: str = "icl") -> list[str]:
+    """The instructions a model tuned here saw (prompt and answer of every example of its run):
+    as its stored tuning record beside `task`'s results states them (recipe and data version),
+    so a stored model is read against its own data after the generator moved on; a model with
+    no stored record, as the registry tunes it now."""
+    record = runner.tuning_record(task, name)
+    if record is None:
+        cfg, version = asdict(check_model(name).source.config()), instruct_data.DATA_VERSION
+    else:
+        cfg, version = record["config"], record["data_version"]
+        version = version["instruct_data_version"] if isinstance(version, dict) else version
+    data = cfg.get("data", "instructions")   # a record older than the field: tuned on the default
+    stream = tune_config.DATA[data]
+    if not isinstance(stream, instruct_data.Multilingual) and stream is not instruct_data:
+        raise ValueError(f"{name} was tuned on {data!r}, not on instructions: no similarity to read")
+    examples = stream.examples(cfg["data_seed"], 0, cfg["steps"] * cfg["batch_size"], version=version)
+    return [e["prompt"] + e["answer"] for e in examples]
 
 
 def query_block(prompt: str) -> str:
