@@ -14,12 +14,17 @@ def test_numbers_within_tolerance_agree_and_others_do_not():
     assert numbers_close(1.0, 1.0 + RTOL) and not numbers_close(1.0, 1.0 + RTOL + ATOL + 1e-9)
     assert numbers_close(0.0, ATOL) and not numbers_close(0.0, 2 * ATOL)
     assert texts_agree("<td>0.574</td><td>-0.0010</td>", "<td>0.575</td><td>0.0004</td>") is None
-    assert "0.900 now against 0.574" in texts_agree("error 0.574 at k = 1", "error 0.900 at k = 1")
+    assert "1.200 now against 0.574" in texts_agree("error 0.574 at k = 1", "error 1.200 at k = 1")
     assert "the text differs" in texts_agree("verdict: partly (0.5)", "verdict: reproduced (0.5)")
     assert texts_agree("a 1 b", "a 1 b 2") == "the text holds 2 numbers now, 1 stored"
     assert texts_agree("table\n  0.5  1.25\n", "table\n 0.55 1.25\n") is None   # columns realigned
     assert "the text differs" in texts_agree("1 step", "1.5 steps")
     assert texts_agree("", "") is None and texts_agree("no numbers", "no numbers") is None
+    # a digest is a word: other weights' SHA-256 is not other numbers, and a fraction is no digest
+    sha = ("812f8693fb396ba1bf7183e5782662d498882cc68da2ea95107db07e49a829e2",
+           "60dc423d2a08249ccc07d28f1f1b74fdf24c3052ec9dd9ca50a59a0d1148e3e5")
+    assert texts_agree(f'{{"sha256": "{sha[0]}", "share": 0.83}}', f'{{"sha256": "{sha[1]}", "share": 0.87}}') is None
+    assert "now against" in texts_agree("share 0.8261648745519713", "share 1.8261648745519713")
 
 
 def test_outputs_are_joined_lines_or_compared_whole():
@@ -49,7 +54,7 @@ def _notebook(path, printed, stored, made_with):
 CASES = {   # name: (printed now, stored output, numerics stored with it, whether nbval passes)
     "elsewhere_close": ("error 0.575 [0.52, 0.63]", "error 0.574 [0.52, 0.62]", "elsewhere", True),
     "unrecorded_close": ("error 0.575", "error 0.574", None, True),
-    "elsewhere_far": ("error 0.900", "error 0.574", "elsewhere", False),
+    "elsewhere_far": ("error 1.200", "error 0.574", "elsewhere", False),
     "elsewhere_words": ("verdict: reproduced 0.5", "verdict: partly 0.5", "elsewhere", False),
     "here_close": ("error 0.575", "error 0.574", "here", False),
 }
@@ -67,7 +72,7 @@ def test_nbval_compares_bit_for_bit_here_and_within_tolerance_elsewhere(tmp_path
     for name, (*_, made_with, passes) in CASES.items():
         assert f"{'PASSED' if passes else 'FAILED'} {name}.ipynb::Cell 0" in run.stdout, (name, run.stdout[-4000:])
     elsewhere_far = run.stdout[run.stdout.index("elsewhere_far.ipynb::Cell 0 _"):]
-    assert "other CPU numerics" in elsewhere_far and "0.900 now against 0.574 stored" in elsewhere_far
+    assert "other CPU numerics" in elsewhere_far and "1.200 now against 0.574 stored" in elsewhere_far
 
 
 def test_a_reference_run_on_this_cpu_is_compared_bit_for_bit(tmp_path, monkeypatch):
