@@ -1,14 +1,13 @@
 """The authored evaluation and tuning sets of chapters 6 and 7: balanced, aligned, complete."""
-import re
 from collections import Counter
 
 import pytest
 
-from cpbook.llm import refusal, refusal_data, tasks, zero_shot
+from cpbook.llm import contamination, refusal, refusal_data, tasks, zero_shot
 
 
 def _words(text):
-    return set(re.findall(r"\w+", text.lower()))
+    return set(contamination.words(text))
 
 
 def test_nli_is_balanced_and_every_premise_has_all_three_labels():
