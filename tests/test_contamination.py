@@ -10,7 +10,7 @@ import pytest
 
 from cpbook.llm import contamination as C
 from cpbook.llm import prompts, refusal, refusal_data, registry
-from cpbook.llm.transforms import LANGUAGES
+from cpbook.llm.transforms import LANGUAGES, WORDED
 from cpbook.llm.tune_config import DATA
 
 # the evaluation sets each tuning stream's siblings are tested on
@@ -42,11 +42,11 @@ def test_no_tuning_example_shares_a_template_with_the_test(name, cfg):
 def test_every_evaluation_prompt_holds_its_own_templates():
     """The templates are the test's: each chapter-5 prompt has its language's labels, and its
     query its arithmetic question, blank marker or in-context instruction."""
-    table = prompts.build_prompts(surfaces=LANGUAGES, n_per_pair=20)
+    table = prompts.build_prompts(surfaces=(*LANGUAGES, *WORDED), n_per_pair=20)
     templates = {t.name: t for t in C.icl_templates()}
     for row in table.itertuples():
         names = {h["template"] for h in C.shared_templates([{"prompt": row.prompt}], templates.values())}
-        lang = row.language
+        lang = row.surface     # a language, or a worded surface with templates of its own
         assert sum(n.startswith(f"{lang} label") for n in names) == 2, (row.prompt, names)
         assert f"{lang} instruction {row.icl_task}" in names, (row.prompt, names)
         if row.query_kind == "math":

@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 
 from cpbook.llm import prompts as P
-from cpbook.llm.transforms import LANGUAGES, load_templates
+from cpbook.llm.transforms import LANGUAGES, WORDED, load_templates
 
 ALL = (*LANGUAGES, "leetspeak", "pig_latin")
 
@@ -191,7 +191,7 @@ def test_controls_do_not_conflict():
 
 
 def test_unknown_names_list_what_exists():
-    with pytest.raises(ValueError, match="available languages: en, fr.*transforms: leetspeak, pig_latin"):
+    with pytest.raises(ValueError, match="available languages: en, fr.*worded: fr_authors.*transforms: leetspeak, pig_latin"):
         P.build_prompts(["klingon"])
     with pytest.raises(ValueError, match="capslock\\|math"):
         P.build_prompts(["en"], task_pairs=["capslock|poetry"])
@@ -199,3 +199,22 @@ def test_unknown_names_list_what_exists():
         P.build_prompts(["en"], n_per_pair=0)
     with pytest.raises(ValueError, match="seed"):
         P.build_prompts(["en"], seed=-1)
+
+
+@pytest.mark.parametrize("surface", sorted(WORDED))
+def test_a_worded_surface_changes_only_its_wordings_words(surface):
+    """'fr_authors' is the French prompt with the authors' words put in: the same draws and
+    sentences, the same answers where the query's first word is the same, and every difference
+    between the two prompts one of the wording's words."""
+    lang, name = WORDED[surface]
+    words = load_templates()["wordings"][name][lang]
+    both = P.build_prompts(surfaces=(lang, surface), n_per_pair=10)
+    plain, worded = (both[both["surface"] == s].reset_index(drop=True) for s in (lang, surface))
+    assert (worded["language"] == lang).all() and (worded["if_answer"] == plain["if_answer"]).all()
+    assert (worded["query_id"].fillna("") == plain["query_id"].fillna("")).all()
+    changed = worded["prompt"] != plain["prompt"]
+    assert changed.any()
+    new = {w for v in words.values() for w in (v.values() if isinstance(v, dict) else [v])}
+    for a, b in zip(plain["prompt"][changed], worded["prompt"][changed]):
+        extra = set(re.findall(r"[^\W\d_]+", b)) - set(re.findall(r"[^\W\d_]+", a))
+        assert extra and all(any(w in t for t in new) for w in extra), (extra, b)

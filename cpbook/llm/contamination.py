@@ -22,7 +22,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from cpbook.llm.transforms import LANGUAGES, load_templates
+from cpbook.llm.transforms import LANGUAGES, WORDED, load_templates
 
 GRAM = 5   # words in a request frame: "how do I make a" is one; "how do I" is English
 
@@ -46,8 +46,9 @@ def _slot_pattern(template: str) -> str:
     return r"\s*".join(pieces)
 
 
-def icl_templates(languages=LANGUAGES) -> list[Template]:
-    """The fixed text of chapter 5's prompts (and chapter 8's, which are the same) in `languages`."""
+def icl_templates(languages=(*LANGUAGES, *WORDED)) -> list[Template]:
+    """The fixed text of chapter 5's prompts (and chapter 8's, which are the same) in `languages`
+    (languages and worded surfaces)."""
     tpl = load_templates()
     out = [Template("blank marker", re.compile(r"_{2,}"))]
     for lang in languages:

@@ -47,7 +47,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from cpbook.llm.transforms import (LANGUAGES, TRANSFORMS, check_language, check_transform,
+from cpbook.llm.transforms import (LANGUAGES, TRANSFORMS, WORDED, check_language, check_transform,
                                    load_sentences, load_templates)
 from cpbook.params import Param, one_of
 
@@ -78,13 +78,16 @@ def check_task_pair(name: str, control: bool = False) -> str:
 
 
 def check_surface(name: str) -> str:
-    """A surface form is a language of the authored material or a transform of the English."""
+    """A surface form is a language of the authored material, a language in another wording
+    (`transforms.WORDED`) or a transform of the English."""
     if name in LANGUAGES:
         return check_language(name)
     if name in TRANSFORMS:
         return check_transform(name)
+    if name in WORDED:
+        return name
     raise ValueError(f"unknown language or transform {name!r}; available languages: "
-                     f"{', '.join(LANGUAGES)}; transforms: {', '.join(TRANSFORMS)}")
+                     f"{', '.join(LANGUAGES)}; worded: {', '.join(WORDED)}; transforms: {', '.join(TRANSFORMS)}")
 
 
 def _first_word(text: str) -> str:
@@ -185,16 +188,18 @@ def build_prompts(surfaces=("en",), n_per_pair: int = 100, seed: int = 0,
     sentences = load_sentences()
     tpl = load_templates()
     cols = {lang: sentences[lang].tolist() for lang in LANGUAGES}
+    cols.update({surface: cols[lang] for surface, (lang, _) in WORDED.items()})   # its language's sentences
     ids = sentences["id"].tolist()
     rows = []
     for pair in pairs:
         task, kind = pair.split("|")
         for d in _draws(pair, n_per_pair, seed, len(ids)):
             for surface in surfaces:
-                lang, transform = (surface, None) if surface in LANGUAGES else ("en", surface)
-                ex = _example(pair, d, lang, TRANSFORMS.get(transform), cols, tpl, n_demos)
+                # the material's key: a language or a worded surface; the English for a transform
+                key, transform = ("en", surface) if surface in TRANSFORMS else (surface, None)
+                ex = _example(pair, d, key, TRANSFORMS.get(transform), cols, tpl, n_demos)
                 rows.append({
-                    "surface": surface, "language": lang, "text_transform": transform or "none",
+                    "surface": surface, "language": WORDED.get(key, (key,))[0], "text_transform": transform or "none",
                     "task_pair": pair, "icl_task": task, "query_kind": kind, "index": d["index"],
                     **ex, "op": d["op"], "a": d["a"], "b": d["b"],
                     "n_demos": n_demos, "demo_ids": ",".join(ids[r] for r in d["demo_rows"][:n_demos]), "query_id": ids[d["query_row"]]
