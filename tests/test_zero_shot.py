@@ -122,3 +122,24 @@ def test_differences_are_paired_by_item():
     assert gap.loc["fr", "difference"] == 0.5
     with pytest.raises(ValueError, match="same items"):
         paired.difference_table(a, b.iloc[1:], "correct", "language")
+
+
+def test_acc_norm_divides_by_the_options_length_in_characters():
+    """French NLI options: ' Vrai' (4 characters), ' Faux' (4), ' Aucun des deux' (14). Summed,
+    the long option loses at -5 against -4; per character it wins (-0.36 against -1)."""
+    item = Z.prompt_table("nli", "fr").iloc[[0]]
+    rows = item[["task", "language", "id", "label"]].assign(
+        loglik_entailment=-4.0, loglik_contradiction=-4.5, loglik_neutral=-5.0)
+    out = Z.with_norm(rows, "nli")
+    assert out["pred_norm"].iloc[0] == "neutral"
+    assert out["correct_norm"].iloc[0] == (item["label"].iloc[0] == "neutral")
+    # the summed score's choice on the same row, as score_rows makes it
+    assert rows[["loglik_entailment", "loglik_neutral", "loglik_contradiction"]].to_numpy().argmax() == 0
+
+
+def test_the_chapter_reads_acc_norm_beside_the_summed_score():
+    results, _ = Z.load_chapter("gemma-3-270m", ["gemma-3-270m-code"], [], ["nli"], ["en", "fr"], "en")
+    rows = results["nli"]["gemma-3-270m"]
+    assert {"pred_norm", "correct_norm"} <= set(rows.columns) and "norm" in Z.scorers("nli")
+    # the options differ in length, so the two scorers disagree on some items
+    assert (rows["pred_norm"] != rows["pred_loglik"]).any()

@@ -136,14 +136,30 @@ def load_chapter(base: str, tuned, cross_family, tasks, languages, reference: st
             if missing:
                 raise ValueError(f"{ALL_TASKS[t].stem(name)} was not scored in {', '.join(missing)}; compute it "
                                  f"with\n    {ALL_TASKS[t].command(name)} --languages {' '.join(LANGUAGES)}")
-            results[t][name] = rows[rows["language"].isin(languages)].reset_index(drop=True)
+            results[t][name] = with_norm(rows[rows["language"].isin(languages)].reset_index(drop=True), t)
             records[ALL_TASKS[t].stem(name)] = record
     return results, records
 
 
 def scorers(task: str) -> tuple[str, ...]:
-    """How a task is scored: by log-likelihood, and for NLI also by greedy decoding."""
-    return ("loglik", "greedy") if task == "nli" else ("loglik",)
+    """How a task is scored: by log-likelihood, summed and per character (`with_norm`), and for
+    NLI also by greedy decoding."""
+    return ("loglik", "norm", "greedy") if task == "nli" else ("loglik", "norm")
+
+
+def with_norm(df: pd.DataFrame, task: str) -> pd.DataFrame:
+    """Rows with `pred_norm` and `correct_norm`: lm-evaluation-harness's acc_norm, the option
+    whose log-likelihood divided by its length in characters (without the space before it, as
+    the harness counts) is highest. The summed log-likelihood favours a short option: "Faux" is
+    one token, "Aucun des deux" four, and each token costs log-probability. Computed from the
+    stored rows and the options' texts (`prompt_table`), so no model is run again."""
+    options = OPTIONS[task]
+    texts = pd.concat([prompt_table(task, lang) for lang in dict.fromkeys(df["language"])]).set_index(["language", "id"])
+    texts = texts.loc[list(zip(df["language"], df["id"]))]
+    chars = np.array([[len(t.lstrip()) for t in texts[o]] for o in options]).T
+    per_char = df[[f"loglik_{o}" for o in options]].to_numpy() / chars
+    pred = np.array(options)[per_char.argmax(1)]
+    return df.assign(pred_norm=pred, correct_norm=pred == df["label"].to_numpy())
 
 
 def with_margin(df: pd.DataFrame, task: str) -> pd.DataFrame:
