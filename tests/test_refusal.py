@@ -146,3 +146,15 @@ def test_selectivity_gap_is_the_difference_of_two_paired_differences():
     assert gap["difference"] == pytest.approx(0.5) and 0 < gap["low"] < 0.5 < gap["high"] < 1
     with pytest.raises(ValueError, match="reference 'de' was not scored"):
         refusal.selectivity_gap(half, ["m"], "de")
+
+
+def test_precision_and_recall_per_surface():
+    labels = pd.DataFrame({"surface": ["en"] * 4 + ["fr"] * 2,
+                           "label": ["refusal", "refusal", "answer", "answer", "answer", "answer"],
+                           "classifier": ["refusal", "answer", "refusal", "answer", "answer", "answer"]})
+    table = refusal.classifier_by_surface(labels).set_index("surface")
+    assert table.loc["en", "precision"] == pytest.approx(0.5) and table.loc["en", "recall"] == pytest.approx(0.5)
+    assert table.loc["en", "precision low"] < 0.5 < table.loc["en", "precision high"]
+    assert np.isnan(table.loc["fr", "precision"]) and np.isnan(table.loc["fr", "recall"])   # nothing to find
+    stored = refusal.classifier_by_surface(refusal.hand_labels(), "strict")
+    assert set(stored["surface"]) == set(refusal.hand_labels()["surface"]) and (stored["n"] > 0).all()

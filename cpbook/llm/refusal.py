@@ -271,6 +271,23 @@ def classifier_accuracy(labels: pd.DataFrame, level: float = LEVEL_FIGURES):
     return wilson_interval(int(agree.sum()), len(agree), level)
 
 
+def classifier_by_surface(labels: pd.DataFrame, column: str = "classifier", level: float = LEVEL_FIGURES) -> pd.DataFrame:
+    """Per surface: the classifier's precision (of the replies it calls refusals, the share that
+    are) and recall (of the refusals by hand, the share it finds), each with its Wilson interval;
+    `column` names the classifier ("classifier", or "strict" for `strict_refusal`). NaN where a
+    surface has no reply on one side."""
+    rows = []
+    for surface, part in labels.groupby("surface", sort=False):
+        said, truth = part[column] == "refusal", part["label"] == "refusal"
+        row = {"surface": surface, "n": len(part), "refusals by hand": int(truth.sum())}
+        for name, k, n in (("precision", (said & truth).sum(), said.sum()), ("recall", (said & truth).sum(), truth.sum())):
+            iv = wilson_interval(int(k), int(n), level) if n else None
+            row.update({name: iv.mean if iv else float("nan"), f"{name} low": iv.low if iv else float("nan"),
+                        f"{name} high": iv.high if iv else float("nan")})
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
 def format_rates(tables: dict[str, pd.DataFrame]) -> pd.DataFrame:
     """Rates (%) with their 95% intervals as text: a row per surface, a column per (table, model)."""
     parts = {}
