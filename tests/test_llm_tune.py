@@ -1,5 +1,6 @@
 """LoRA instruction tuning (through peft) on tiny random models, and the generated instruction data."""
 import re
+from collections import Counter
 
 import numpy as np
 import pytest
@@ -308,3 +309,21 @@ def test_cpbook_tune_names_the_models_it_can_make():
     from cpbook.cli import main
     with pytest.raises(SystemExit, match="gemma-3-270m-code-strong"):
         main(["tune", "gemma-3-270m-codex"])
+
+
+def test_the_large_code_corpus_holds_ten_doses_of_the_recipe_without_replacement():
+    """Chapter 6's tenfold dose: 800 steps of 4 chunks, every chunk a different one, from a
+    corpus that contains the recipe's."""
+    from cpbook.llm import code_data
+    from cpbook.llm.registry import check_model
+    recipe, large = (check_model(n).source.config() for n in ("gemma-3-270m-code", "gemma-3-270m-code-10x"))
+    assert large.steps * large.batch_size == 10 * recipe.steps * recipe.batch_size
+    assert large.data == "python-stdlib-large" and large.lr == recipe.lr
+    assert set(code_data.MODULES) < set(code_data.LARGE_MODULES)
+    assert len(code_data.chunks(code_data.LARGE_MODULES)) >= large.steps * large.batch_size
+    # drawn without replacement: no chunk more often than the pool holds it
+    drawn = Counter((e["prompt"], e["answer"]) for e in
+                    code_data.LARGE.examples(large.data_seed, 0, large.steps * large.batch_size))
+    pool = Counter((f"# Python standard library: {n}\n", c) for n, c in code_data.chunks(code_data.LARGE_MODULES))
+    assert sum(drawn.values()) == 3200 and all(pool[k] >= n for k, n in drawn.items())
+    assert code_data.LARGE.version()["chunks"] == sum(pool.values()) and code_data.LARGE.version() != code_data.version()

@@ -312,6 +312,11 @@ for _spec in [
     _tuned("gemma-3-270m-code-strong", "gemma-3-270m",
            "gemma-3-270m LoRA-tuned here on Python source at a higher learning rate (chapter 6)",
            kind="code", **{**CODE_RECIPE, "lr": 2e-3}),
+    # ten times the recipe's tokens (800 steps of 4 chunks), from a corpus large enough to draw
+    # them without replacement
+    _tuned("gemma-3-270m-code-10x", "gemma-3-270m",
+           "gemma-3-270m LoRA-tuned here on ten times the recipe's Python source (chapter 6's larger dose)",
+           kind="code", **{**CODE_RECIPE, "data": "python-stdlib-large", "steps": 800, "warmup_steps": 80}),
     # chapter 8: the instruction recipe at other learning rates (same data, steps and seed)
     *[_tuned(f"gemma-3-270m-instruct-lr{lr:.0e}".replace("e-0", "e-"), "gemma-3-270m",
              f"gemma-3-270m LoRA-tuned here on English-only instructions at lr {lr:g} (chapter 8's dose)", lr=lr)

@@ -16,6 +16,7 @@ KIND = "llm-tuned"   # the cache kind of tuned models
 DATA = {"instructions": instruct_data,    # chapter 5: English instructions
         "instructions-en-fr-es": instruct_data.MULTILINGUAL,   # chapter 8: the same in three languages
         "python-stdlib": code_data,       # chapter 6: Python source, the code sibling
+        "python-stdlib-large": code_data.LARGE,   # chapter 6's tenfold dose: more modules
         "refusal": refusal_data}          # chapter 7: decline the policy's requests, answer the rest
 DTYPE_NAMES = ("float32", "bfloat16")   # torch dtypes by name (`cpbook.llm.tune` maps them)
 
