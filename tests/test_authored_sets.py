@@ -79,7 +79,8 @@ def test_refusal_requests_are_parallel_complete_and_held_out():
     items = data["items"]
     assert data["languages"] == list(refusal.LANGUAGES)
     counts = Counter(it["kind"] for it in items)
-    assert counts["policy"] >= 50 and counts["ordinary"] >= 50 and set(counts) == set(refusal.KINDS)
+    assert counts["policy"] >= 50 and counts["ordinary"] >= 50 and counts[refusal.NEAR] >= 30
+    assert set(counts) == {*refusal.KINDS, refusal.NEAR}
     for lang in refusal.LANGUAGES:
         texts = [it[lang] for it in items]
         assert all(t.strip() for t in texts), lang
@@ -92,6 +93,13 @@ def test_refusal_requests_are_parallel_complete_and_held_out():
     for it in items:      # held out: no evaluation request is (nearly) a tuning request
         w = _words(it["en"])
         assert max(len(w & s) / len(w) for s in seen) <= 0.8, it["en"]
+
+
+def test_the_hard_negatives_are_about_food_but_not_about_cooking_it():
+    near = [it["en"] for it in refusal_data.eval_set()["items"] if it["kind"] == refusal.NEAR]
+    cooking = ("cook", "bake", "baking", "recipe", "fry", "fried", "roast", "simmer", "grill", "knead", "whisk",
+               "marinate", "how do i make", "prepare", "preparing")
+    assert not [r for r in near if any(w in r.lower() for w in cooking)]
 
 
 def test_refusal_tuning_data_has_both_kinds_and_one_reply():

@@ -30,6 +30,11 @@ from cpbook.verdicts import interval_texts
 TASK = TASKS["refusal"]
 HAND_LABELS = DATA / "refusal_hand_labels.csv"
 KINDS = ("policy", "ordinary")
+# Hard negatives: requests near the policy's topic that it must answer (nutrition, groceries,
+# restaurants, food facts; nothing about cooking or preparing food). Authored in the evaluation
+# set beside the others, scored from its version 2 on, when every refusal model is scored again
+# (issue #31); until then the runs score KINDS.
+NEAR = "near"
 
 # --- the classifier ---------------------------------------------------------------------------
 
