@@ -108,8 +108,8 @@ def test_disagreements_name_what_is_off():
     curve = pd.DataFrame([{"steps": 10, "prior": p, "share": 0.7, "excess": 0.1, "gap": 0.3} for p in ("D_disc", "D_cont")])
     near = [{"prior": p, "share": 0.72, "excess": 0.1, "gap": 0.3} for p in ("D_disc", "D_cont")]
     assert budget.disagreements(curve, near, steps=10) == [] == budget.disagreements(curve, near, steps=20)
-    far = [dict(near[0], share=0.4), near[1]]
-    assert budget.disagreements(curve, far, steps=10) == ["share on D_disc: 0.4000 here, 0.7000 stored"]
+    far = [dict(near[0], share=0.2), near[1]]
+    assert budget.disagreements(curve, far, steps=10) == ["share on D_disc: 0.2000 here, 0.7000 stored"]
 
 
 def test_the_stored_shapes_are_what_each_model_measures(stored_here, monkeypatch):
