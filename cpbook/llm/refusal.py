@@ -24,7 +24,7 @@ from cpbook.llm import paired, refusal_data, runner, score, transforms
 from cpbook.llm.tasks import (REFUSAL_LANGUAGES as LANGUAGES, TASKS, RefusalRun, check_refusal_chapter,
                               check_refusal_surface as check_surface)
 from cpbook.paths import DATA
-from cpbook.stats import LEVEL_FIGURES, pivot_unique, proportion_difference, wilson_interval, z_value
+from cpbook.stats import LEVEL_FIGURES, Interval, pivot_unique, proportion_difference, wilson_interval, z_value
 from cpbook.verdicts import interval_texts
 
 TASK = TASKS["refusal"]
@@ -286,9 +286,8 @@ def classifier_by_surface(labels: pd.DataFrame, column: str = "classifier", leve
         said, truth = part[column] == "refusal", part["label"] == "refusal"
         row = {"surface": surface, "n": len(part), "refusals by hand": int(truth.sum())}
         for name, k, n in (("precision", (said & truth).sum(), said.sum()), ("recall", (said & truth).sum(), truth.sum())):
-            iv = wilson_interval(int(k), int(n), level) if n else None
-            row.update({name: iv.mean if iv else float("nan"), f"{name} low": iv.low if iv else float("nan"),
-                        f"{name} high": iv.high if iv else float("nan")})
+            iv = wilson_interval(int(k), int(n), level) if n else Interval(*[float("nan")] * 3)
+            row.update({name: iv.mean, f"{name} low": iv.low, f"{name} high": iv.high})
         rows.append(row)
     return pd.DataFrame(rows)
 

@@ -37,6 +37,10 @@ def load_sentences() -> pd.DataFrame:
 _FIELDS = ("instructions", "field_input", "field_output", "math")
 
 
+def _stored_templates() -> dict:
+    return json.loads(_DATA.joinpath("templates.json").read_text(encoding="utf-8"))
+
+
 def _worded(tpl: dict) -> dict[str, tuple[str, str]]:
     return {f"{lang}_{name}": (lang, name) for name, wording in tpl["wordings"].items()
             for lang in LANGUAGES if lang in wording}
@@ -46,7 +50,7 @@ def load_templates() -> dict:
     """Instruction lines, field labels, arithmetic and fill-in-the-blank templates per language,
     and per worded surface ("fr_authors": French in the authors' wording, see WORDED) as if it
     were a language of its own: the language's templates with the wording's words put in."""
-    tpl = json.loads(_DATA.joinpath("templates.json").read_text(encoding="utf-8"))
+    tpl = _stored_templates()
     for surface, (lang, name) in _worded(tpl).items():
         words = tpl["wordings"][name][lang]
         for field in _FIELDS:
@@ -59,7 +63,7 @@ def load_templates() -> dict:
 # questions, "<language>_<wording>". The one wording, "authors", puts in the words of the paper's
 # machine-translated prompts that are known here (templates.json says which), to test whether
 # wording explains the paper's smaller non-English drops.
-WORDED = _worded(json.loads(_DATA.joinpath("templates.json").read_text(encoding="utf-8")))
+WORDED = _worded(_stored_templates())
 
 
 # --- leetspeak --------------------------------------------------------------------------------
